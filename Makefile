@@ -1,0 +1,58 @@
+# xcatfab: `make demo` and `make test` are the whole quick start.
+#
+# `make` creates .venv, installs xcatfab and the test tools into it, and (as
+# root) installs the Debian packages the lab needs when they are missing.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+LAB_PACKAGES := $(shell cat tests/lab/apt-packages.txt 2>/dev/null | sed 's/\#.*//')
+LAB_STATE ?= /var/lib/xcatfab-lab
+PYTEST_ARGS ?=
+
+.PHONY: all venv lab-deps test unit demo bench lint clean lab-down
+
+all: venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+# Debian packages for the lab (sshd, dockerd, debootstrap ...), installed only
+# when one is missing, so a prepared machine makes no apt call at all.
+lab-deps:
+	@missing=""; for p in $(LAB_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" != 0 ]; then echo "lab needs (as root): apt-get install$$missing"; exit 0; fi; \
+	    echo "installing lab packages:$$missing"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+unit: venv
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+test: venv lab-deps
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+demo: venv lab-deps
+	$(BIN)/inv lab.up --hosts 1
+	$(BIN)/fab -H lab1 deploy --inventory $(LAB_STATE)/hosts.ini
+
+bench: venv lab-deps
+	$(BIN)/python bench/run.py
+
+lint: venv
+	$(BIN)/ruff check tasks tests bench fabfile.py
+
+lab-down: venv
+	$(BIN)/inv lab.down
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
