@@ -54,6 +54,7 @@ KEYS: dict[str, Key] = {
         _k("netplan", "choice", "auto", "persist the bridge in /etc/netplan", ("auto", "yes", "no")),
         _k("docker_daemon_json", "json", {}, "keys merged into /etc/docker/daemon.json"),
         _k("docker_restart", "str", "systemctl restart docker", "command that restarts dockerd"),
+        _k("state_dir", "path", "/var/lib/xcatfab", "host directory for xcatfab's own state and scripts"),
         # The xCAT container.
         _k("container_name", "str", "xcatmn", "name of the xCAT container"),
         _k("container_ip", "cidr", None, "static address/prefix of the container on the bridge"),

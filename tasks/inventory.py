@@ -239,7 +239,7 @@ class Inventory:
 
     def _check_groups(self) -> None:
         for group in list(self.groups.values()):
-            for child, where in group.children:
+            for child, _where in group.children:
                 if child not in self.groups:
                     # Ansible creates empty groups on reference; so do we.
                     self._group(child, 0)

@@ -1,0 +1,125 @@
+"""What happened: step results, per-host reports, recap lines, prefixed output.
+
+Modelled on Ansible's ok/changed/failed and its PLAY RECAP line
+(``host : ok=N changed=N failed=N``). Output from several hosts running at
+once goes through :class:`Output`, which writes whole lines with a host
+prefix under a lock, so lines never interleave.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+OK, CHANGED, FAILED, SKIPPED = "ok", "changed", "failed", "skipped"
+
+
+@dataclass
+class StepResult:
+    """The outcome of one step on one host."""
+
+    step: str
+    status: str
+    changes: list = field(default_factory=list)
+    error: Optional[str] = None
+    seconds: float = 0.0
+
+
+@dataclass
+class HostReport:
+    """Every step result of one host, in order."""
+
+    host: str
+    results: list = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+    finished: Optional[float] = None
+    commands: int = 0
+    connections: int = 0
+
+    def add(self, result: StepResult) -> StepResult:
+        self.results.append(result)
+        return result
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.results if r.status == status)
+
+    @property
+    def failed(self) -> bool:
+        return self.count(FAILED) > 0
+
+    @property
+    def changed(self) -> bool:
+        return self.count(CHANGED) > 0
+
+    @property
+    def first_error(self) -> Optional[str]:
+        for r in self.results:
+            if r.status == FAILED:
+                return f"{r.step}: {r.error}"
+        return None
+
+    @property
+    def seconds(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+    def recap_line(self, width: int = 0) -> str:
+        """``host : ok=N changed=N failed=N`` (ok counts changed steps too, as Ansible)."""
+        ok = self.count(OK) + self.count(CHANGED)
+        return (f"{self.host:<{width}} : ok={ok} changed={self.count(CHANGED)} "
+                f"failed={self.count(FAILED)}")
+
+
+class Output:
+    """Line-oriented, host-prefixed, thread-safe output."""
+
+    def __init__(self, stream=None, prefix: bool = True):
+        self.stream = stream or sys.stdout
+        self.prefix = prefix
+        self.lock = threading.Lock()
+
+    def line(self, host: Optional[str], text: str) -> None:
+        with self.lock:
+            for part in str(text).splitlines() or [""]:
+                self.stream.write(f"{host} | {part}\n" if (self.prefix and host) else part + "\n")
+            self.stream.flush()
+
+    def result(self, host: str, result: StepResult) -> None:
+        """One line per step, plus one per change, Ansible style."""
+        detail = f" ({result.seconds:.1f}s)" if result.seconds >= 0.05 else ""
+        if result.status == FAILED:
+            self.line(host, f"failed: [{result.step}] {result.error}{detail}")
+            return
+        self.line(host, f"{result.status}: [{result.step}]{detail}")
+        for change in result.changes:
+            self.line(host, f"    - {change}")
+
+
+def print_recap(reports: list, out: Optional[Output] = None, table: bool = True) -> None:
+    """The PLAY RECAP lines, then a table with duration and the first error."""
+    out = out or Output()
+    width = max((len(r.host) for r in reports), default=0)
+    out.line(None, "")
+    out.line(None, "RECAP " + "*" * 60)
+    for report in reports:
+        out.line(None, report.recap_line(width))
+    if not table or not reports:
+        return
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:  # rich is a dependency; stay useful without it
+        for r in reports:
+            out.line(None, f"{r.host}: {r.seconds:.1f}s {r.first_error or ''}")
+        return
+    grid = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for column in ("host", "ok", "changed", "failed", "seconds", "first error"):
+        grid.add_column(column)
+    for r in reports:
+        grid.add_row(r.host, str(r.count(OK) + r.count(CHANGED)), str(r.count(CHANGED)),
+                     str(r.count(FAILED)), f"{r.seconds:.1f}", r.first_error or "")
+    console = Console(file=out.stream, width=160, highlight=False, soft_wrap=True)
+    with out.lock:
+        console.print(grid)
