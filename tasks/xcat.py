@@ -3,7 +3,7 @@
 The guide's "Configure xCAT Service": after the address change, set the site
 table's ``master`` and ``nameservers`` (and ``domain``) to the container's
 address, delete the old networks and recreate them with ``makenetworks``
-(which never overwrites an existing entry, so it must be pruned first).
+(which never overwrites an existing entry, so the table is emptied first).
 
 Facts come from the fact script's single ``docker exec`` (``tabdump site``,
 ``tabdump networks`` and the container's own addresses); the result is read
@@ -86,7 +86,7 @@ class XcatConfigStep(Step):
             stale = sorted(have_nets - want_nets)
             missing = sorted(want_nets - have_nets)
             parts = [f"drop {n}/{m}" for n, m in stale] + [f"add {n}/{m}" for n, m in missing]
-            actions.append(Action("networks", "networks: prune and makenetworks (" + ", ".join(parts) + ")"))
+            actions.append(Action("networks", "networks: empty the table and makenetworks (" + ", ".join(parts) + ")"))
         return actions
 
     def apply(self, run, actions) -> None:

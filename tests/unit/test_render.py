@@ -52,8 +52,8 @@ def test_guide_defects_are_fixed_in_every_preset():
         assert any(line.startswith("LABEL") for line in instructions)
         assert not entry.rstrip().endswith("/bin/bash")  # no interactive PID 1
         assert "trap shutdown TERM" in entry
-        assert "tabprune networks -a" in entry and "makenetworks" in entry
-        assert entry.index("tabprune networks -a") < entry.index("makenetworks ||")
+        assert "tabrestore" in entry and "makenetworks" in entry  # (tabprune can't do networks)
+        assert entry.index("empty_networks_table ||") < entry.index("makenetworks ||")
         assert "lsdef -t node compute1" in entry  # compute1 only created when absent
         assert "mknod" in entry
         assert "eth0" not in entry.split("set -u", 1)[1]  # address not taken from eth0 blindly
