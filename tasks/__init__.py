@@ -93,4 +93,14 @@ def build_image(c, tag=None, preset=None, host=None, inventory=None, no_cache=Fa
         print(f"{tag} is up to date (context {digest}): nothing to build")
 
 
-ns = Collection(render, build_image)
+def __getattr__(name):
+    """``tasks.ns``, built on first use: `fab` imports this package for its
+    library and should not pay for loading the lab's tasks."""
+    if name == "ns":
+        from . import lab
+
+        collection = Collection(render, build_image)
+        collection.add_collection(lab.ns)
+        globals()["ns"] = collection
+        return collection
+    raise AttributeError(name)

@@ -247,7 +247,7 @@ class BridgeStep(Step):
         problem = "no answer from the host"
         while time.monotonic() < deadline - 2:
             try:
-                facts = gather(run.remote, ("host", "bridge"), _fact_context(cfg))
+                facts = gather(run.remote, ("host", "bridge"), run.context)
             except Exception as exc:  # the session is gone: open a new one
                 problem = f"lost the connection ({type(exc).__name__})"
                 if not _reconnect(run, deadline):
@@ -281,7 +281,7 @@ class BridgeStep(Step):
         while time.monotonic() < end:
             if _reconnect(run, end):
                 try:
-                    facts = gather(run.remote, ("host", "bridge"), _fact_context(cfg))
+                    facts = gather(run.remote, ("host", "bridge"), run.context)
                 except Exception:
                     continue
                 run.facts.update(facts)
@@ -299,10 +299,6 @@ class BridgeStep(Step):
 def _bundle(rollback: str, apply_script: str) -> str:
     """Both scripts on one stdin, split by the launcher at the marker line."""
     return rollback + "\n#@@xcatfab-split@@\n" + apply_script
-
-
-def _fact_context(cfg) -> dict:
-    return cfg.as_template_vars()
 
 
 def _reconnect(run, deadline) -> bool:

@@ -266,6 +266,7 @@ class ContainerStep(Step):
                 actions.append(Action("start", f"start {cfg.container_name} "
                                       f"(was {(ctr.get('State') or {}).get('Status')})"))
         new_container = any(a.kind in ("run", "recreate", "start") for a in actions)
+        # (a "restart" for a dead xcatd is decided below, once the rest is known to match)
         if cfg.network_mode == "macvlan" and not shim_ok(cfg, facts):
             actions.append(Action("shim", f"host macvlan shim {shim_name(cfg)} on {cfg.bridge} "
                                           f"with a route to {ip}"))
@@ -287,6 +288,8 @@ class ContainerStep(Step):
                                       + " in the container", {"names": drift}))
             elif facts.kv("ctr.ready").get("ready") != "yes":
                 actions.append(Action("wait", f"wait for {cfg.container_name}'s entrypoint to finish"))
+            elif facts.kv("ctr.ready").get("xcatd") != "up":
+                actions.append(Action("restart", f"restart {cfg.container_name}: xcatd is not listening on 3001"))
         return actions
 
     def _netns_context(self, cfg, facts) -> dict:
@@ -309,7 +312,8 @@ class ContainerStep(Step):
             docker_network=cfg.docker_network, name=cfg.container_name,
             run=("run" in kinds or "recreate" in kinds), remove="recreate" in kinds or (
                 "network" in kinds and kinds["network"].data.get("recreate")),
-            start="start" in kinds, run_args=run_args(cfg), state_dir=cfg.state_dir,
+            start="start" in kinds, restart="restart" in kinds, run_args=run_args(cfg),
+            state_dir=cfg.state_dir,
             netns=netns, watcher="watcher" in kinds, attach="attach" in kinds,
             attach_script=render("host/netns-attach.sh.j2", **netns) if netns else "",
             watch_script=render("host/netns-watch.sh.j2", **netns) if netns else "",
@@ -319,7 +323,7 @@ class ContainerStep(Step):
                    "ip": container_ip(cfg)} if "shim" in kinds else None),
             etc=kinds["etc"].data["names"] if "etc" in kinds else [],
             etc_files={"hosts": hosts_file(cfg), "resolv.conf": resolv_file(cfg, facts)},
-            wait=bool({"run", "recreate", "start", "wait"} & set(kinds)),
+            wait=bool({"run", "recreate", "start", "restart", "wait"} & set(kinds)),
         )
         run.remote.template("host/container-apply.sh.j2", step=self.name, check=True,
                             timeout=300, **context)

@@ -29,7 +29,7 @@ from .remote import RemoteError
 from .report import CHANGED, FAILED, OK, HostReport, Output, StepResult
 from .ssh import ConnectError, ConnectOptions, connect
 from .step import Facts, Run, StepFailed, gather
-from .xcat import XcatConfigStep
+from .xcat import XcatConfigStep, known_stamp
 
 #: Every step in deploy order.
 STEP_CLASSES = [DockerStep, ImageStep, BridgeStep, ContainerStep, XcatConfigStep]
@@ -68,6 +68,11 @@ def _fragments(steps) -> list[str]:
     return wanted
 
 
+def fact_context(cfg) -> dict:
+    """Template variables of the fact script: the settings plus what the controller remembers."""
+    return dict(cfg.as_template_vars(), xcat_known_stamp=known_stamp(cfg))
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -89,7 +94,7 @@ def run_host(cfg, names, options: Optional[DeployOptions] = None,
               reconnect=lambda: connect(cfg, options.connect))
     run.shared["connections"] = 1
     run.shared.update(options.secrets)
-    context = cfg.as_template_vars()
+    context = run.context = fact_context(cfg)
     commands = 0
     try:
         started = time.monotonic()
@@ -130,6 +135,8 @@ def _run_step(run, step, remaining, context) -> StepResult:
     try:
         actions = step.plan(run)
         if not actions:
+            if not run.plan_only:
+                step.remember(run)
             return done(OK)
         summaries = step.describe(actions)
         if run.plan_only:
@@ -140,6 +147,7 @@ def _run_step(run, step, remaining, context) -> StepResult:
         if leftover:
             return done(FAILED, summaries, "still differs after apply: "
                         + "; ".join(step.describe(leftover)))
+        step.remember(run)
         return done(CHANGED, summaries)
     except (StepFailed, RemoteError) as exc:
         message = exc.message if isinstance(exc, RemoteError) else _one_line(exc)

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Optional, Union
 
-from .secrets import Secret, mask_in
+from .secret import Secret, mask_in
 from .templating import render
 
 log = logging.getLogger("xcatfab.remote")
@@ -130,10 +130,10 @@ class Remote:
             raise RemoteError(self.name, step, result.tail())
         return result
 
-    def template(self, name: str, *, stdin: Data = None, step: str = "run", check: bool = False,
+    def template(self, template_name: str, /, *, stdin: Data = None, step: str = "run", check: bool = False,
                  on_line=None, timeout=None, **context) -> Result:
-        """Render ``templates/<name>`` and run it."""
-        return self.run(render(name, **context), stdin=stdin, step=step, check=check,
+        """Render ``templates/<template_name>`` and run it."""
+        return self.run(render(template_name, **context), stdin=stdin, step=step, check=check,
                         on_line=on_line, timeout=timeout)
 
     def write_file(self, path: str, content: Data, mode: int = 0o644, step: str = "write") -> Result:

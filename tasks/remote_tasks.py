@@ -25,7 +25,7 @@ from . import bad_input_exits
 from .deploy import DeployOptions, run_host, step_names
 from .inventory import default_inventory_path, load_hosts
 from .report import Output, print_recap
-from .secrets import Secret, SecretError, lookup
+from .secret import Secret, SecretError, lookup
 from .ssh import ConnectOptions
 
 COMMON_HELP = {

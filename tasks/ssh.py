@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 from .inventory import HostConfig
 from .remote import Remote, RemoteError
-from .secrets import Secret
+from .secret import Secret
 from .templating import render
 
 KEEPALIVE_SECONDS = 15

@@ -119,6 +119,9 @@ class Step:
     def describe(self, actions: list[Action]) -> list[str]:
         return [a.summary for a in actions]
 
+    def remember(self, run) -> None:
+        """Called after the step ended converged (ok or verified changed); default: nothing."""
+
 
 @dataclass
 class Run:
@@ -132,6 +135,7 @@ class Run:
     plan_only: bool = False
     shared: dict = field(default_factory=dict)
     reconnect: Optional[Any] = None  # callable returning a fresh Remote
+    context: dict = field(default_factory=dict)  # template variables of the fact script
 
     def say(self, text: str) -> None:
         if self.out is not None:

@@ -9,6 +9,7 @@ of an empty string in a shell script.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import shlex
 
@@ -37,9 +38,71 @@ def environment():
     return env
 
 
-def render(name: str, **context) -> str:
-    """Render ``templates/<name>`` with ``context``."""
-    return environment().get_template(name).render(**context)
+def render(template_name: str, /, **context) -> str:
+    """Render ``templates/<template_name>`` with ``context``.
+
+    Results are cached on disk, keyed by the template tree and the context,
+    so a run that renders what an earlier run rendered (every converged
+    deploy) does not even import Jinja2. Contexts holding a secret are never
+    cached (a secret has no business in a template anyway).
+    """
+    key = _cache_key(template_name, context)
+    if key is not None:
+        path = os.path.join(_cache_dir(), key)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return fh.read()
+        except OSError:
+            pass
+    text = environment().get_template(template_name).render(**context)
+    if key is not None:
+        _store(path, text)
+    return text
+
+
+@functools.lru_cache(maxsize=1)
+def _tree_version() -> str:
+    """A digest of every template's name, size and mtime (one directory walk per process)."""
+    digest = hashlib.sha256()
+    for dirpath, _dirs, files in sorted(os.walk(TEMPLATE_DIR)):
+        for fname in sorted(files):
+            st = os.stat(os.path.join(dirpath, fname))
+            digest.update(f"{dirpath}/{fname}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _cache_dir() -> str:
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.path.join(root, "xcatfab", "render")
+
+
+def _cache_key(template_name: str, context: dict):
+    from .secret import Secret
+
+    if os.environ.get("XCATFAB_NO_RENDER_CACHE"):
+        return None
+    if any(isinstance(v, Secret) for v in context.values()):
+        return None
+    blob = f"{template_name}\0{_tree_version()}\0{sorted(context.items())!r}"
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _store(path: str, text: str) -> None:
+    """Write a cache entry atomically; keep the cache to a few hundred entries."""
+    try:
+        directory = os.path.dirname(path)
+        os.makedirs(directory, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+        entries = os.listdir(directory)
+        if len(entries) > 512:
+            entries.sort(key=lambda e: os.stat(os.path.join(directory, e)).st_mtime)
+            for old in entries[:256]:
+                os.unlink(os.path.join(directory, old))
+    except OSError:
+        pass  # a cache that cannot be written is just not used
 
 
 def template_names(prefix: str) -> list[str]:

@@ -115,7 +115,7 @@ def stage(dest):
                 with open(path, "rb") as handle:
                     md5sums.append("%s  %s\n" % (hashlib.md5(handle.read()).hexdigest(), rel))
     with open(os.path.join(debian, "md5sums"), "w", encoding="utf-8") as handle:
-        handle.write("".join(sorted(md5sums, key=lambda l: l.split("  ", 1)[1])))
+        handle.write("".join(sorted(md5sums, key=lambda line: line.split("  ", 1)[1])))
     with open(os.path.join(debian, "control"), "w", encoding="utf-8") as handle:
         handle.write(CONTROL.format(version=xcatstandin.PACKAGE_VERSION,
                                     xcat=xcatstandin.XCAT_VERSION, size=size_kib))

@@ -256,7 +256,7 @@ def test_xcat_unreadable_site_fails_or_is_blocked_in_plan():
 
 
 def test_node_stanza_carries_the_password_only_in_stdin_text():
-    from tasks.secrets import Secret
+    from tasks.secret import Secret
 
     secret = Secret("s3cr3t!")
     stanza = xcat.node_stanza("compute1", {"bmc": "198.18.0.50", "bmcpassword": secret})

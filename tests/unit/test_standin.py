@@ -404,7 +404,7 @@ def test_mkdef_chdef_stanza_passwords_are_stored_not_logged(xc):
     assert "    stdin|     bmcusername=ADMIN\n" in log
     assert "cmd: chtab key=system passwd.username=root 'passwd.password=********'" in log
     assert "'bmcpassword==********'" in log
-    lines = [l for l in log.splitlines() if " cmd: mkdef -z" in l]
+    lines = [line for line in log.splitlines() if " cmd: mkdef -z" in line]
     assert len(lines) == 1 and " rc=0 " in lines[0] and " bypass=1 " in lines[0]
 
 

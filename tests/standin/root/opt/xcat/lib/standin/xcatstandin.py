@@ -1029,7 +1029,7 @@ def parse_def_request(command, argv, db):
     except getopt.GetoptError:
         error("Invalid option..")
         def_usage(command)
-        raise Abort()
+        raise Abort() from None
     req = DefRequest()
     for opt, value in opts:
         if opt == "-t":
@@ -1868,7 +1868,7 @@ def read_discinfo(iso, scratch):
     if rc != 0 or not os.path.exists(target):
         return []
     with open(target, encoding="utf-8", errors="replace") as handle:
-        lines = [l.strip() for l in handle.read().splitlines()]
+        lines = [line.strip() for line in handle.read().splitlines()]
     os.unlink(target)
     return lines
 
@@ -1917,7 +1917,7 @@ def extract_iso(iso, dest, nonoverwrite):
         return rc, err
     make_writable(target)
     if nonoverwrite:
-        for top, dirs, files in os.walk(target):
+        for top, _dirs, files in os.walk(target):
             rel = os.path.relpath(top, target)
             out = dest if rel == "." else os.path.join(dest, rel)
             os.makedirs(out, exist_ok=True)

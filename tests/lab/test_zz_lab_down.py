@@ -1,0 +1,79 @@
+"""`lab.down` leaves nothing behind. Named to run last: it takes the session's lab down.
+
+Checked independently: the pids recorded before down, a scan of /proc for
+dockerd/containerd/sshd/shims naming lab paths, ``ip netns list``, ``ip link``,
+``iptables -S``, the mount table, /etc/netns, the passwd database, and the
+state directory; the base-image cache must survive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from tasks import lab as labmod
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_lab_down_leaves_nothing_behind(lab, docker_on, ssh_run):
+    # Leave work behind on purpose: containers (so shims run) and a session's sleeper.
+    for host in ("lab1", "lab3"):
+        docker_on(host, "run", "-d", labmod.BASE_IMAGE, "sleep", "600")
+    ssh_run("lab2", "setsid nohup sleep 777 >/dev/null 2>&1 </dev/null &")
+    state, run_dir = lab.state_dir, labmod.RUN_DIR
+    markers = (str(state) + "/", str(run_dir) + "/")
+    recorded = [pid for h in lab.engines() for pid in (h.sshd_pid(), h.dockerd_pid()) if pid]
+    recorded.append(lab.http_pid or int((state / "http.pid").read_text()))
+    table = labmod._process_table()
+    children = [p["pid"] for p in table if p["ppid"] in recorded]          # containerd, sessions
+    shims = [p["pid"] for p in table if p["prog"].startswith("containerd-shim") and
+             any(m in p["cmdline"] for m in markers)]
+    assert shims, "the test needs running containers"
+    created_paths = json.loads((state / "lab.json").read_text()).get("created_paths", [])
+    tarball = labmod._base_tarball()
+    assert tarball.exists()
+
+    started = time.monotonic()
+    labmod.lab_down(log=lambda m: print(f"[lab] {m}"))
+    print(f"lab.down took {time.monotonic() - started:.1f}s")
+
+    assert subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.strip() == ""
+    for pid in recorded + children + shims:
+        assert not _alive(pid), f"pid {pid} still alive"
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        prog = os.path.basename(cmdline.split(" ", 1)[0])
+        if prog.startswith(("dockerd", "containerd", "sshd", "docker-proxy", "gpg-agent")) or "sleep 777" in cmdline:
+            assert not any(m in cmdline for m in markers) and "sleep 777" not in cmdline, cmdline
+    links = json.loads(subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True,
+                                      check=True).stdout)
+    names = [link["ifname"] for link in links]
+    assert labmod.BRIDGE not in names
+    assert not [n for n in names if labmod.VETH_RE.match(n)]
+    rules = subprocess.run(["iptables", "-w", "-S"], capture_output=True, text=True, check=True).stdout
+    assert labmod.RULE_COMMENT not in rules
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert str(state) not in mounts and str(run_dir) not in mounts
+    assert not list(Path("/etc/netns").glob("lab*"))
+    assert subprocess.run(["getent", "passwd", labmod.ADMIN_USER], capture_output=True).returncode != 0
+    assert not labmod.SUDOERS_FILE.exists()
+    assert not state.exists() and not run_dir.exists()
+    assert not list(Path("/sys/fs/cgroup").glob(f"*/{labmod.CGROUP_PARENT}"))
+    for path in created_paths:
+        assert not Path(path).exists(), f"{path} was made by the lab's engines and is still there"
+    assert tarball.exists(), "down keeps the base-image cache"
