@@ -1,0 +1,143 @@
+"""`fab -H host deploy` end to end on lab hosts, checked by independent means.
+
+Every check below uses plain OpenSSH + ip/docker on the host (``ssh_run``,
+``docker_on``) or a TCP connection from the controller, never xcatfab's own
+fact code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+BIN = os.path.dirname(sys.executable)
+
+
+def fab(*args, env=None, timeout=600):
+    """Run the real `fab` CLI; return the CompletedProcess (text)."""
+    full_env = dict(os.environ, XCATFAB_COUNTS="1", **(env or {}))
+    return subprocess.run([os.path.join(BIN, "fab"), *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout)
+
+
+def recap(proc, host):
+    match = re.search(rf"^{re.escape(host)}\s*: ok=(\d+) changed=(\d+) failed=(\d+)", proc.stdout, re.M)
+    assert match, proc.stdout + proc.stderr
+    return tuple(int(x) for x in match.groups())
+
+
+def counts(proc, host):
+    match = re.search(rf"^{re.escape(host)}: connections=(\d+) commands=(\d+)", proc.stdout, re.M)
+    assert match, proc.stdout
+    return int(match.group(1)), int(match.group(2))
+
+
+def tcp_answers(ip, port=3001, timeout=2.0):
+    try:
+        with socket.create_connection((ip, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for(check, timeout=60, interval=0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(interval)
+    return check()
+
+
+def addresses(ssh_run, host):
+    """{ifname: [cidr, ...]} of global IPv4 addresses, read with `ip -j addr` over plain ssh."""
+    links = json.loads(ssh_run(host, "ip -j -4 addr show").stdout)
+    return {link["ifname"]: [f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", [])
+                             if a.get("scope") == "global"] for link in links}
+
+
+def site(docker_on, host, ctr="xcatmn"):
+    out = docker_on(host, "exec", ctr, "sh", "-c", ". /etc/profile.d/xcat.sh; tabdump site").stdout
+    return dict(re.findall(r'^"([^"]+)","([^"]*)"', out, re.M))
+
+
+@pytest.fixture
+def deploy_host(lab, test_hosts):
+    """A clean lab host (the first test host) and its inventory line."""
+    name = test_hosts[0]
+    lab.reset_host(name)
+    yield lab.host(name)
+    lab.reset_host(name)
+
+
+@pytest.mark.parametrize("mode", ["bridge", "netns", "macvlan"])
+def test_deploy_from_nothing_each_network_mode(lab, deploy_host, ssh_run, docker_on, mode):
+    host, inv = deploy_host.name, str(lab.inventory)
+    ip = deploy_host.container_ip
+    host_cidr = f"{deploy_host.ip}/24"
+    first = fab("-H", host, "deploy", "--inventory", inv, "--set", f"network_mode={mode}")
+    assert first.returncode == 0, first.stdout + first.stderr
+    ok, changed, failed = recap(first, host)
+    assert failed == 0 and f"{host} | changed: [bridge]" in first.stdout
+    assert f"{host} | changed: [container]" in first.stdout
+    # The SSH session that moved the address survived: one connection for the whole run.
+    assert counts(first, host)[0] == 1
+
+    # Reachable from the controller, the host address moved onto the bridge.
+    assert wait_for(lambda: tcp_answers(ip)), f"{ip}:3001 does not answer ({mode})"
+    addrs = addresses(ssh_run, host)
+    assert addrs.get("mydocker0") == [host_cidr] and not addrs.get("eth0")
+    eth0 = json.loads(ssh_run(host, "ip -j link show eth0").stdout)[0]
+    assert eth0.get("master") == "mydocker0"
+    assert site(docker_on, host)["master"] == ip
+
+    # Converged: nothing changes, one connection, one command.
+    second = fab("-H", host, "deploy", "--inventory", inv, "--set", f"network_mode={mode}")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert recap(second, host)[1:] == (0, 0)
+    assert counts(second, host) == (1, 1)
+
+    # A restart keeps the address (Docker's for bridge/macvlan, the watcher's for netns)
+    # and the entrypoint writes /etc/hosts again.
+    docker_on(host, "restart", "xcatmn")
+    assert wait_for(lambda: tcp_answers(ip), timeout=90), f"{ip}:3001 gone after restart ({mode})"
+    hosts = docker_on(host, "exec", "xcatmn", "cat", "/etc/hosts").stdout
+    assert re.search(rf"^{re.escape(ip)}\s+xcatmn\.cluster xcatmn$", hosts, re.M), hosts
+
+
+def test_plan_changes_nothing(lab, deploy_host):
+    host = deploy_host.name
+    before = lab.snapshot(host)
+    proc = fab("-H", host, "deploy", "--plan", "--inventory", str(lab.inventory))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "would create bridge mydocker0" in proc.stdout or "would mydocker0: create bridge" in proc.stdout
+    assert "would docker run xcatmn" in proc.stdout
+    assert lab.snapshot(host) == before
+
+
+def test_failed_bridge_change_is_rolled_back_by_the_host(lab, deploy_host, ssh_run):
+    """A firewall that drops everything arriving on the new bridge cuts xcatfab off:
+    it cannot confirm, so the host's own timer puts the address back on eth0."""
+    host = deploy_host.name
+    # Installed beforehand by the "site's" firewall; matches the bridge once it exists.
+    ssh_run(host, "iptables -I INPUT -i mydocker0 -j DROP")
+    try:
+        started = time.monotonic()
+        proc = fab("-H", host, "bridge", "--inventory", str(lab.inventory), "--set", "rollback_seconds=15")
+        took = time.monotonic() - started
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert "rolled it back" in proc.stdout, proc.stdout
+        assert took >= 15  # the host, not xcatfab, undid it when its timer ran out
+        addrs = addresses(ssh_run, host)  # reachable as before
+        assert addrs.get("eth0") == [f"{deploy_host.ip}/24"] and "mydocker0" not in addrs
+        route = ssh_run(host, "ip -4 route show default").stdout
+        assert "dev eth0" in route
+    finally:
+        ssh_run(host, "iptables -D INPUT -i mydocker0 -j DROP", check=False)
