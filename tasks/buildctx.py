@@ -11,6 +11,7 @@ remote host can tell whether its image is current without rebuilding.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 from dataclasses import dataclass
@@ -75,7 +76,7 @@ def render_build_context(cfg: HostConfig, out_dir: str) -> str:
 def local_image_hash(tag: str, docker: str = "docker") -> Optional[str]:
     """The context-hash label of ``tag`` on the local engine, or None."""
     proc = subprocess.run(
-        [docker, "image", "inspect", "--format", "{{ index .Config.Labels %r }}" % HASH_LABEL, tag],
+        [docker, "image", "inspect", "--format", "{{ index .Config.Labels %s }}" % json.dumps(HASH_LABEL), tag],
         capture_output=True, text=True,
     )
     if proc.returncode != 0:
@@ -103,7 +104,9 @@ def build_local(cfg: HostConfig, tag: str, no_cache: bool = False, out=None,
         if no_cache:
             cmd.append("--no-cache")
         cmd.append(tmp)
-        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT if out else None)
+        # The classic builder: works with every engine from docker.io 20.10 up, as on hosts.
+        env = dict(os.environ, DOCKER_BUILDKIT="0")
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT if out else None, env=env)
     if proc.returncode != 0:
         raise BuildError(f"docker build of {tag} failed (exit {proc.returncode})")
     return True, digest

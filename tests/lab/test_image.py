@@ -1,0 +1,86 @@
+"""Image sources end to end: `inv build-image` on the controller's engine, then
+`ship` (docker save | docker load over SSH) and `load` (a tarball) to lab hosts.
+
+The controller's "local" engine is the lab's `labctl` dockerd (STATE/env).
+Image IDs are compared with the docker CLI on each engine's own socket.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+BIN = os.path.dirname(sys.executable)
+
+
+def controller_env(lab):
+    return dict(os.environ, DOCKER_HOST=lab.controller_docker_host, XCATFAB_COUNTS="1")
+
+
+def run(cmd, env, timeout=900):
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def image_id(env, tag):
+    proc = run(["docker", "image", "inspect", "--format", "{{.Id}}", tag], env)
+    return proc.stdout.strip() if proc.returncode == 0 else ""
+
+
+@pytest.fixture(scope="module")
+def built(lab):
+    """`inv build-image --preset lab` on the controller engine; the second call builds nothing."""
+    env = controller_env(lab)
+    first = run([os.path.join(BIN, "inv"), "build-image", "--preset", "lab", "--no-cache"], env)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr
+    assert "built xcatfab/xcat:standin-lab" in first.stdout
+    second = run([os.path.join(BIN, "inv"), "build-image", "--preset", "lab"], env)
+    assert second.returncode == 0, second.stderr
+    assert "is up to date" in second.stdout and "nothing to build" in second.stdout
+    labels = run(["docker", "image", "inspect", "--format",
+                  '{{ index .Config.Labels "io.xcatfab.context-hash" }}', "xcatfab/xcat:standin-lab"], env)
+    digest = re.search(r"context ([0-9a-f]{16})", second.stdout).group(1)
+    assert labels.stdout.strip() == digest
+    return image_id(env, "xcatfab/xcat:standin-lab")
+
+
+def test_build_image_help():
+    proc = subprocess.run([os.path.join(BIN, "inv"), "--help", "build-image"], capture_output=True, text=True)
+    assert "--tag" in proc.stdout and "--no-cache" in proc.stdout
+
+
+def test_ship_streams_the_controller_image_and_skips_when_current(lab, test_hosts, built, docker_on):
+    host = test_hosts[1]
+    lab.reset_host(host, images=True)
+    env = controller_env(lab)
+    fab = [os.path.join(BIN, "fab"), "-H", host, "image", "--inventory", str(lab.inventory),
+           "--set", "image_source=ship"]
+    first = run(fab, env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "changed: [image]" in first.stdout and "docker save | docker load" in first.stdout
+    on_host = docker_on(host, "image", "inspect", "--format", "{{.Id}}", "xcatfab/xcat:standin-lab").stdout.strip()
+    assert on_host == built
+    second = run(fab, env)
+    assert second.returncode == 0 and "ok: [image]" in second.stdout, second.stdout
+    assert re.search(rf"^{host}: connections=1 commands=1$", second.stdout, re.M)
+
+
+def test_load_from_a_tarball(lab, test_hosts, built, docker_on, tmp_path):
+    host = test_hosts[2]
+    lab.reset_host(host, images=True)
+    env = controller_env(lab)
+    tarball = tmp_path / "xcat.tar"
+    saved = run(["docker", "save", "-o", str(tarball), "xcatfab/xcat:standin-lab"], env)
+    assert saved.returncode == 0, saved.stderr
+    fab = [os.path.join(BIN, "fab"), "-H", host, "image", "--inventory", str(lab.inventory),
+           "--set", "image_source=load", "--set", f"image_tarball={tarball}"]
+    first = run(fab, env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "changed: [image]" in first.stdout
+    on_host = docker_on(host, "image", "inspect", "--format", "{{.Id}}", "xcatfab/xcat:standin-lab").stdout.strip()
+    assert on_host == built
+    second = run(fab, env)
+    assert second.returncode == 0 and "ok: [image]" in second.stdout, second.stdout
