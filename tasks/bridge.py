@@ -186,11 +186,22 @@ class BridgeStep(Step):
         address = desired_address(cfg, iface, all_links.get(cfg.bridge))
         gateway = gateway_for(cfg, facts)
         if diffs:
+            bridge = all_links.get(cfg.bridge)
+            route = default_route(facts)
             actions.append(Action("move", f"{cfg.bridge}: " + "; ".join(diffs), {
                 "address": str(address), "gateway": gateway or "", "mac": iface.get("address"),
                 "iface_addrs": [str(a) for a in ipv4(iface)],
                 "routes": movable_routes(facts, cfg.mgmt_interface),
-                "bridge_existed": cfg.bridge in all_links,
+                # What the rollback restores: the host exactly as it is now.
+                "before": {
+                    "bridge_existed": bridge is not None,
+                    "bridge_addrs": [str(a) for a in ipv4(bridge)],
+                    "bridge_mac": (bridge or {}).get("address", ""),
+                    "iface_master": iface.get("master", ""),
+                    "default_dev": route.get("dev", "") if route else "",
+                    "default_gateway": route.get("gateway", "") if route else "",
+                    "bridge_routes": movable_routes(facts, cfg.bridge),
+                },
             }))
         if forward_rule_needed(cfg, facts):
             actions.append(Action("forward", f"accept forwarding across {cfg.bridge} in DOCKER-USER "

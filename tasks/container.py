@@ -44,6 +44,11 @@ from .step import Action, Step, StepFailed
 from .templating import render
 
 DEVICE_RULES = ["b 7:* rmw", "c 10:237 rmw"]  # loop devices and /dev/loop-control
+MANAGED_LABEL = "io.xcatfab.managed"  # on Docker networks xcatfab created
+
+
+def _managed(network: dict) -> bool:
+    return (network.get("Labels") or {}).get(MANAGED_LABEL) == "true"
 
 
 # ---------------------------------------------------------------- wanted
@@ -243,6 +248,11 @@ class ContainerStep(Step):
             what = [f"create {d}" for d in missing] + [f"render {cfg.data_dir}/xcatfab/{n}" for n in stale]
             actions.append(Action("files", "; ".join(what), {"files": want_files}))
         recreate_for_network = False
+        if cfg.network_mode == "netns" and network is not None and _managed(network):
+            # Left from an earlier bridge/macvlan deploy: its forwarding rules would
+            # otherwise keep working by accident and hide a missing DOCKER-USER rule.
+            actions.append(Action("network_rm", f"remove Docker network {cfg.docker_network} "
+                                                "(netns mode does not use it)"))
         if cfg.network_mode in ("bridge", "macvlan"):
             spec = network_spec(cfg, facts)
             if network is None:
@@ -309,8 +319,9 @@ class ContainerStep(Step):
         context = dict(
             dirs=host_dirs(cfg), data_dir=cfg.data_dir.rstrip("/"), files=files,
             network=kinds["network"].data if "network" in kinds else None,
+            network_rm="network_rm" in kinds, label=MANAGED_LABEL,
             docker_network=cfg.docker_network, name=cfg.container_name,
-            run=("run" in kinds or "recreate" in kinds), remove="recreate" in kinds or (
+            run=("run" in kinds or "recreate" in kinds), remove="recreate" in kinds or "network_rm" in kinds or (
                 "network" in kinds and kinds["network"].data.get("recreate")),
             start="start" in kinds, restart="restart" in kinds, run_args=run_args(cfg),
             state_dir=cfg.state_dir,

@@ -467,6 +467,10 @@ class Lab:
                 continue
             inspect = {"containers": "container", "networks": "network", "images": "image"}[kind]
             snap[kind] = json.loads(host.docker(inspect, "inspect", *sorted(set(ids))).stdout)
+            for obj in snap[kind]:
+                # Docker lists mounts in Go map order: sort them so equal states compare equal.
+                if obj.get("Mounts"):
+                    obj["Mounts"].sort(key=lambda m: (m.get("Destination") or "", m.get("Source") or ""))
         snap["files"] = {}
         for root in (host.etc_dir, host.iso_dir, host.data_dir, host.xcatfab_state_dir):
             snap["files"].update(_tree_digest(root))

@@ -49,8 +49,10 @@ BAD = [
      ":2: container_ip: 203.0.113.9/24 is outside host h1's subnet"),
     ("duplicate container ip",
      "h1 address=127.0.0.1 port={port} container_ip=198.18.0.201/24\nh2 address=127.0.0.1 port={port} "
-     "container_ip=198.18.0.201/24", ":3: container_ip: 198.18.0.201 of host h2 is already the container_ip of host h1"),
-    ("missing iso", "h1 address=127.0.0.1 port={port} isos=/nonexistent/a.iso", ":2: isos: /nonexistent/a.iso: no such file"),
+     "container_ip=198.18.0.201/24",
+     ":3: container_ip: 198.18.0.201 of host h2 is already the container_ip of host h1"),
+    ("missing iso", "h1 address=127.0.0.1 port={port} isos=/nonexistent/a.iso",
+     ":2: isos: /nonexistent/a.iso: no such file"),
 ]
 
 

@@ -59,7 +59,7 @@ def test_bridge_plan_from_bare_host_moves_address_and_route():
     (action,) = bridge.BridgeStep().plan(run_for(cfg(), facts(**BEFORE)))
     assert action.kind == "move"
     assert action.data["address"] == "198.18.0.11/24" and action.data["gateway"] == "198.18.0.1"
-    assert action.data["mac"] == MAC and action.data["bridge_existed"] is False
+    assert action.data["mac"] == MAC and action.data["before"]["bridge_existed"] is False
 
 
 def test_bridge_converged_is_empty_and_each_drift_is_seen():
