@@ -47,6 +47,11 @@ def lab():
     from tasks.lab import _healthy, current_lab, lab_up
 
     existing = current_lab()
+    if os.environ.get("XCATFAB_TEST_HOSTS"):
+        # Sharing a lab with others: never rebuild it (that would take their hosts away,
+        # and a host of theirs may be down on purpose while they test).
+        assert existing, "XCATFAB_TEST_HOSTS is set but no lab is up: run `inv lab.up` first"
+        return existing
     if existing and len(existing.hosts) >= LAB_HOSTS and not _healthy(existing):
         return existing
     return lab_up(LAB_HOSTS, log=lambda msg: print(f"[lab] {msg}"))

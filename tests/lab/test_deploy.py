@@ -141,3 +141,24 @@ def test_failed_bridge_change_is_rolled_back_by_the_host(lab, deploy_host, ssh_r
         assert "dev eth0" in route
     finally:
         ssh_run(host, "iptables -D INPUT -i mydocker0 -j DROP", check=False)
+
+
+def test_daemon_json_is_merged_not_clobbered(lab, test_hosts, ssh_run):
+    """The docker step merges its keys into the host's daemon.json, keeps the others,
+    restarts dockerd with the inventory's docker_restart, and then leaves it alone."""
+    host = test_hosts[1]
+    lab.reset_host(host)
+    ssh_run(host, "echo '{\"max-concurrent-downloads\": 2}' > /etc/docker/daemon.json")
+    try:
+        sets = ["--set", 'docker_daemon_json={"labels": ["xcatfab=test"]}']
+        first = fab("-H", host, "docker", "--inventory", str(lab.inventory), *sets)
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "merge labels into /etc/docker/daemon.json" in first.stdout
+        merged = json.loads(ssh_run(host, "cat /etc/docker/daemon.json").stdout)
+        assert merged == {"max-concurrent-downloads": 2, "labels": ["xcatfab=test"]}
+        labels = ssh_run(host, "docker info --format '{{json .Labels}}'").stdout
+        assert "xcatfab=test" in labels  # dockerd was restarted with the merged file
+        again = fab("-H", host, "docker", "--inventory", str(lab.inventory), *sets)
+        assert recap(again, host)[1:] == (0, 0), again.stdout
+    finally:
+        lab.reset_host(host)
