@@ -162,3 +162,19 @@ def test_daemon_json_is_merged_not_clobbered(lab, test_hosts, ssh_run):
         assert recap(again, host)[1:] == (0, 0), again.stdout
     finally:
         lab.reset_host(host)
+
+
+def test_a_daemon_json_dockerd_refuses_is_put_back(lab, test_hosts, ssh_run):
+    """A value dockerd rejects must not leave the host without a working engine."""
+    host = test_hosts[1]
+    lab.reset_host(host)
+    ssh_run(host, "echo '{\"max-concurrent-downloads\": 2}' > /etc/docker/daemon.json")
+    try:
+        bad = fab("-H", host, "docker", "--inventory", str(lab.inventory),
+                  "--set", 'docker_daemon_json={"labels": ["not-key-value"]}')
+        assert bad.returncode == 1
+        assert "dockerd did not start with the merged daemon.json; put the previous one back" in bad.stdout
+        assert json.loads(ssh_run(host, "cat /etc/docker/daemon.json").stdout) == {"max-concurrent-downloads": 2}
+        ssh_run(host, "docker info --format '{{.Name}}'")  # the engine answers
+    finally:
+        lab.reset_host(host)
