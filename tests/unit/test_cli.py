@@ -69,3 +69,26 @@ def test_bad_input_exits_2_before_any_connection(tmp_path, name, line, message):
         assert counter.accepted == 0
     finally:
         counter.close()
+
+
+from tests.unit.test_inventory import BAD as INVENTORY_CASES  # noqa: E402
+
+
+@pytest.mark.parametrize("name,text,where,message", INVENTORY_CASES, ids=[c[0] for c in INVENTORY_CASES])
+def test_every_inventory_defect_stops_fab_before_any_connection(tmp_path, name, text, where, message):
+    """Each defect of the inventory unit tests, through the real `fab` CLI: exit 2, one
+    line naming file:line and the key, and the 'host' (a loopback listener) never hears
+    from xcatfab."""
+    counter = ConnectionCounter()
+    try:
+        inv = tmp_path / "hosts.ini"
+        # Appended, so the defect keeps its line number; every host "lives" on the counter.
+        inv.write_text(text + f"\n[all:vars]\naddress=127.0.0.1\nport={counter.port}\n")
+        proc = fab("-H", "h1", "deploy", "--inventory", str(inv))
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"xcatfab: {tmp_path / where}"), proc.stderr
+        assert message in lines[0]
+        assert counter.accepted == 0
+    finally:
+        counter.close()
