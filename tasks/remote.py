@@ -119,6 +119,9 @@ class Remote:
                 writer = threading.Thread(target=_feed, args=(chan, data, stream), daemon=True)
                 writer.start()
             out, err = _collect(chan, timeout, on_line)
+            if chan.closed and not chan.eof_received and not self.transport.is_active():
+                raise RemoteError(self.name, step, "connection lost (SSH transport closed by the host "
+                                                   "or the network) while the command ran")
             rc = chan.recv_exit_status()
             if writer:
                 writer.join()
@@ -182,6 +185,10 @@ def _collect(chan, timeout: Optional[float], on_line) -> tuple[str, str]:
             err += chan.recv_stderr(65536)
             continue
         if chan.exit_status_ready() and chan.eof_received:
+            break
+        if chan.closed:
+            # The connection dropped (sshd stopped, host gone): paramiko closes
+            # the channel without EOF, and waiting for one would spin forever.
             break
         if deadline and time.monotonic() > deadline:
             chan.close()

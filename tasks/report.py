@@ -115,11 +115,16 @@ def print_recap(reports: list, out: Optional[Output] = None, table: bool = True)
             out.line(None, f"{r.host}: {r.seconds:.1f}s {r.first_error or ''}")
         return
     grid = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    for column in ("host", "ok", "changed", "failed", "seconds", "first error"):
+    columns = ("host", "ok", "changed", "failed", "seconds", "first error")
+    for column in columns:
         grid.add_column(column)
-    for r in reports:
-        grid.add_row(r.host, str(r.count(OK) + r.count(CHANGED)), str(r.count(CHANGED)),
-                     str(r.count(FAILED)), f"{r.seconds:.1f}", r.first_error or "")
-    console = Console(file=out.stream, width=160, highlight=False, soft_wrap=True)
+    rows = [(r.host, str(r.count(OK) + r.count(CHANGED)), str(r.count(CHANGED)),
+             str(r.count(FAILED)), f"{r.seconds:.1f}", r.first_error or "") for r in reports]
+    for row in rows:
+        grid.add_row(*row)
+    # Wide enough for the longest row: a first error wrapped over two lines
+    # would no longer be one greppable line naming host and step.
+    needed = sum(max(len(c), *(len(row[i]) for row in rows)) + 2 for i, c in enumerate(columns))
+    console = Console(file=out.stream, width=max(160, needed), highlight=False, soft_wrap=True)
     with out.lock:
         console.print(grid)

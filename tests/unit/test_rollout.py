@@ -1,0 +1,507 @@
+"""Rollout logic without a lab: batches, the failure threshold, the pool, the recap, bad input.
+
+Batching and the threshold follow Ansible (``serial``, ``max_fail_percentage``:
+the share of failed hosts in a batch must EXCEED the threshold; a batch in
+which every host failed stops the play). The engine is exercised with plain
+functions standing in for a host's run; the command-line checks run the real
+``fab`` against a local TCP listener, to show that bad input contacts nothing.
+The last part covers known_hosts reading (tasks/ssh.py), which is pure too.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from tasks.inventory import InventoryError
+from tasks.report import CHANGED, FAILED, OK, HostReport, Output, StepResult
+from tasks.rollout import (
+    DEFAULT_FORKS,
+    batch_size,
+    make_batches,
+    parse_forks,
+    parse_percent,
+    parse_serial,
+    pool_size,
+    print_rollout_recap,
+    run_batches,
+    stop_reason,
+    threshold_exceeded,
+)
+from tasks.secret import MASK, Secret
+
+ROOT = Path(__file__).resolve().parents[2]
+FAB = str(Path(sys.executable).with_name("fab"))
+
+
+# --------------------------------------------------------------------------- --serial
+
+
+@pytest.mark.parametrize("text,expected", [
+    (None, ()), ("", ()), ("3", (3,)), ("30%", ("30%",)), ("1,25%", (1, "25%")),
+    (" 1 , 5 , 20% ", (1, 5, "20%")), ("100%", ("100%",)),
+])
+def test_parse_serial_accepts_counts_percentages_and_lists(text, expected):
+    assert parse_serial(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0", "0%", "101%", "abc", "-1", "2.5", "1,,2", "%", "5 %x"])
+def test_parse_serial_rejects_with_one_line_naming_the_flag(text):
+    with pytest.raises(InventoryError) as info:
+        parse_serial(text)
+    assert str(info.value).startswith("--serial:") and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("item,total,size", [
+    (3, 10, 3), ("30%", 10, 3), ("25%", 4, 1), ("10%", 3, 1),  # int(0.3) is 0 -> at least 1
+    ("50%", 5, 2), ("100%", 7, 7), ("1%", 1000, 10), ("33%", 3, 1),
+])
+def test_batch_size_is_ansibles_pct_to_int(item, total, size):
+    assert batch_size(item, total) == size
+
+
+@pytest.mark.parametrize("hosts,serial,sizes", [
+    (10, (), [10]),                          # default: one batch of every host
+    (10, ("30%",), [3, 3, 3, 1]),            # a percentage of ALL hosts, not of those left
+    (4, (1, "25%"), [1, 1, 1, 1]),
+    (20, (1, 5, "20%"), [1, 5, 4, 4, 4, 2]),  # the last item repeats
+    (3, (5,), [3]),                          # bigger than the inventory: one batch
+    (3, ("10%",), [1, 1, 1]),
+    (0, (2,), []),
+])
+def test_make_batches_like_ansible_serial(hosts, serial, sizes):
+    names = [f"h{i}" for i in range(hosts)]
+    batches = make_batches(names, serial)
+    assert [len(b) for b in batches] == sizes
+    assert [h for b in batches for h in b] == names  # every host once, in inventory order
+
+
+# --------------------------------------------------------------------------- --max-fail-percent
+
+
+@pytest.mark.parametrize("failed,size,pct,exceeded", [
+    (1, 4, "25", False),   # 25% failed is not MORE than 25%
+    (2, 4, "25", True),
+    (2, 4, "49", True),    # Ansible's doc: 4 hosts, abort at 2 failures -> use 49
+    (2, 4, "50", False),
+    (1, 1, "0", True),
+    (0, 3, "0", False),
+    (3, 3, "100", False),  # never exceeded (but a fully failed batch stops anyway)
+    (1, 3, "33.3", True),  # exact arithmetic: 33.33..% > 33.3%
+    (1, 3, "33.4", False),
+])
+def test_threshold_must_be_exceeded(failed, size, pct, exceeded):
+    assert threshold_exceeded(failed, size, parse_percent(pct)) is exceeded
+
+
+def test_no_threshold_is_never_exceeded():
+    assert threshold_exceeded(5, 5, None) is False
+
+
+@pytest.mark.parametrize("text", ["101", "-1", "abc", "1e2", "50%%"])
+def test_parse_percent_rejects(text):
+    with pytest.raises(InventoryError) as info:
+        parse_percent(text)
+    assert str(info.value).startswith("--max-fail-percent:")
+
+
+def test_parse_percent_accepts_a_trailing_percent_sign_and_decimals():
+    assert parse_percent("25%") == 25 and parse_percent("12.5") == Fraction(25, 2)
+    assert parse_percent(None) is None
+
+
+def test_stop_reason_scoped_per_batch():
+    # Two of four failed with 25%: exceeded. The same count in a bigger batch is not.
+    assert "more than --max-fail-percent 25%" in stop_reason(2, 4, Fraction(25), 1)
+    assert stop_reason(2, 10, Fraction(25), 2) is None
+    # Every host of the batch failed: stop even without a threshold (Ansible does).
+    assert "every host of batch 3 failed" in stop_reason(2, 2, None, 3)
+    assert stop_reason(1, 2, None, 1) is None
+    assert stop_reason(0, 2, Fraction(0), 1) is None
+
+
+@pytest.mark.parametrize("text,expected", [(None, DEFAULT_FORKS), ("1", 1), ("100", 100)])
+def test_parse_forks(text, expected):
+    assert parse_forks(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0", "101", "x", "-2"])
+def test_parse_forks_rejects(text):
+    with pytest.raises(InventoryError):
+        parse_forks(text)
+
+
+def test_pool_size_is_the_batch_bounded_by_forks():
+    assert pool_size(3, 10) == 3 and pool_size(30, 10) == 10 and pool_size(0, 10) == 1
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+class Host:
+    """A stand-in for a HostConfig: the engine only reads ``.name``."""
+
+    def __init__(self, name):
+        self.name = name
+
+
+def report_for(name, fail_at=None):
+    report = HostReport(name)
+    report.add(StepResult("facts", OK))
+    report.add(StepResult("docker", CHANGED, ["install"]))
+    if fail_at:
+        report.add(StepResult(fail_at, FAILED, error=f"{fail_at} broke"))
+    report.finished = report.started
+    return report
+
+
+def hosts(*names):
+    return [Host(n) for n in names]
+
+
+def test_later_batches_do_not_start_once_the_threshold_is_exceeded():
+    started = []
+
+    def run_one(host):
+        started.append(host.name)
+        return report_for(host.name, "connect" if host.name == "a" else None)
+
+    out = io.StringIO()
+    result = run_batches(hosts("a", "b", "c", "d"), run_one, serial=(1,), max_fail=Fraction(0),
+                         out=Output(out))
+    assert started == ["a"]
+    assert result.not_attempted == ["b", "c", "d"] and result.failed
+    assert "1 of 1 host(s) failed in batch 1" in result.stop_reason
+    assert "BATCH 1/4: a" in out.getvalue() and "BATCH 2/4" not in out.getvalue()
+
+
+def test_a_failure_at_the_threshold_goes_on_to_the_next_batch():
+    def run_one(host):
+        return report_for(host.name, "image" if host.name == "a" else None)
+
+    result = run_batches(hosts("a", "b", "c", "d"), run_one, serial=(2,), max_fail=Fraction(50),
+                         out=Output(io.StringIO()))
+    assert [r.host for r in result.reports] == ["a", "b", "c", "d"]
+    assert result.not_attempted == [] and result.stop_reason is None
+    assert result.failed  # a still failed: the exit status must say so
+
+
+def test_a_fully_failed_batch_stops_without_a_threshold():
+    result = run_batches(hosts("a", "b", "c"), lambda h: report_for(h.name, "connect"), serial=(1,),
+                         out=Output(io.StringIO()))
+    assert result.not_attempted == ["b", "c"] and "every host of batch 1 failed" in result.stop_reason
+
+
+def test_failures_in_a_batch_do_not_stop_the_others_in_it():
+    result = run_batches(hosts("a", "b", "c"), lambda h: report_for(h.name, "connect" if h.name != "c" else None),
+                         out=Output(io.StringIO()))
+    assert [r.host for r in result.reports] == ["a", "b", "c"]
+    assert [r.failed for r in result.reports] == [True, True, False]
+
+
+def test_hosts_of_a_batch_run_at_once_within_the_fork_bound():
+    # Each host waits until `forks` hosts are inside at the same time: with a
+    # serial pool the barrier breaks and every host reports a failure.
+    forks = 3
+    barrier = threading.Barrier(forks, timeout=30)
+    lock = threading.Lock()
+    active = {"now": 0, "max": 0}
+
+    def run_one(host):
+        with lock:
+            active["now"] += 1
+            active["max"] = max(active["max"], active["now"])
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:
+            return report_for(host.name, "barrier")
+        finally:
+            with lock:
+                active["now"] -= 1
+        return report_for(host.name)
+
+    result = run_batches(hosts(*"abcdef"), run_one, forks=forks, out=Output(io.StringIO()))
+    assert not result.failed
+    assert active["max"] == forks
+
+
+def test_a_crashing_host_run_fails_that_host_only_and_masks_secrets():
+    secret = Secret("hunter2-bmc")
+
+    def run_one(host):
+        if host.name == "b":
+            raise RuntimeError(f"boom with {secret.reveal()} inside\nsecond line")
+        return report_for(host.name)
+
+    result = run_batches(hosts("a", "b", "c"), run_one, out=Output(io.StringIO()), secrets=[secret])
+    by_host = {r.host: r for r in result.reports}
+    assert not by_host["a"].failed and not by_host["c"].failed
+    assert by_host["b"].first_error == f"rollout: internal error: RuntimeError: boom with {MASK} inside"
+
+
+def test_plan_runs_every_host_in_one_pool_whatever_serial_says():
+    seen = []
+    result = run_batches(hosts("a", "b", "c"), lambda h: seen.append(h.name) or report_for(h.name, "connect"),
+                         serial=(1,), max_fail=Fraction(0), single_batch=True, out=Output(io.StringIO()))
+    assert sorted(seen) == ["a", "b", "c"] and result.not_attempted == []
+
+
+def test_recap_lists_hosts_not_attempted_and_why():
+    result = run_batches(hosts("web1", "b", "c"), lambda h: report_for(h.name, "connect"), serial=(1,),
+                         out=Output(io.StringIO()))
+    out = io.StringIO()
+    print_rollout_recap(result, Output(out))
+    text = out.getvalue()
+    assert re.search(r"^web1 : ok=2 changed=1 failed=1$", text, re.M)
+    assert "NOT ATTEMPTED: every host of batch 1 failed (1 of 1)" in text
+    assert re.search(r"^b\s+: not attempted$", text, re.M) and re.search(r"^c\s+: not attempted$", text, re.M)
+    # The table's row for web1 is one line with its duration and first error.
+    assert re.search(r"^web1\s+2\s+1\s+1\s+\d+\.\d\s+connect: connect broke\s*$", text, re.M)
+
+
+def test_output_lines_never_interleave():
+    # Eight threads each write multi-line texts; every line must come out whole, prefixed once.
+    stream = io.StringIO()
+    out = Output(stream)
+    text = "\n".join(f"line {i} " + "x" * 200 for i in range(20))
+
+    def writer(name):
+        for _ in range(25):
+            out.line(name, text)
+
+    threads = [threading.Thread(target=writer, args=(f"host{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 8 * 25 * 20
+    assert all(re.fullmatch(r"host[0-7] \| line \d+ x{200}", line) for line in lines)
+
+
+# --------------------------------------------------------------------------- bad input contacts nothing
+
+
+class Listener:
+    """A local TCP port that tells whether anything connected to it (nothing answers)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+
+    def contacted(self) -> bool:
+        try:
+            conn, _ = self.sock.accept()
+        except BlockingIOError:
+            return False
+        conn.close()
+        return True
+
+
+@pytest.fixture
+def listener():
+    port = Listener()
+    yield port
+    port.sock.close()
+
+
+def write_inventory(tmp_path, port, extra=""):
+    path = tmp_path / "hosts.ini"
+    path.write_text(
+        "[docker]\n"
+        f"h1 address=127.0.0.1 port={port} host_ip=198.51.100.11/24 container_ip=198.51.100.21/24 "
+        f"gateway=198.51.100.1 connect_timeout=2 known_hosts={tmp_path / 'known_hosts'}\n"
+        f"h2 address=127.0.0.1 port={port} host_ip=198.51.100.12/24 container_ip=198.51.100.22/24 "
+        f"gateway=198.51.100.1 connect_timeout=2 known_hosts={tmp_path / 'known_hosts'}\n" + extra)
+    return path
+
+
+def fab(*args, env=None, cwd=None):
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("XCATFAB_")}
+    full_env.update(env or {})
+    return subprocess.run([FAB, *args], capture_output=True, text=True, env=full_env, timeout=120,
+                          cwd=cwd or ROOT)
+
+
+def test_control_a_valid_plan_does_contact_the_host(tmp_path, listener):
+    """Without this, the 'nothing contacted' checks below could never fail."""
+    inventory = write_inventory(tmp_path, listener.port)
+    proc = fab("rollout", "--inventory", str(inventory), "--limit", "h1", "--plan")
+    assert proc.returncode == 1
+    assert listener.contacted()
+    assert re.search(r"^h1 : ok=0 changed=0 failed=1$", proc.stdout, re.M)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--serial", "0"], r"^xcatfab: --serial: '0': a batch needs at least one host$"),
+    (["--serial", "many"], r"^xcatfab: --serial: 'many' is not a host count"),
+    (["--max-fail-percent", "150"], r"^xcatfab: --max-fail-percent: '150' is more than 100$"),
+    (["--forks", "0"], r"^xcatfab: --forks: '0' is not a number from 1 to 100$"),
+    (["--limit", "nosuch*"], r"^xcatfab: --limit: 'nosuch\*' matches no host or group in "),
+    (["--set", "contaner_ip=1.2.3.4/24"], r"^xcatfab: --set: contaner_ip: unknown key \(did you mean"),
+    (["--set", "container_ip=198.51.100.22/24", "--limit", "h1"],  # cross-host, though only h1 is selected
+     r"^xcatfab: --set: container_ip: 198.51.100.22 of host h2 is already the container_ip of host h1$"),
+])
+def test_bad_flags_exit_2_with_one_line_and_contact_nothing(tmp_path, listener, flags, message):
+    inventory = write_inventory(tmp_path, listener.port)
+    proc = fab("rollout", "--inventory", str(inventory), *flags)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and re.search(message, proc.stderr.strip()), proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not listener.contacted()
+
+
+@pytest.mark.parametrize("extra,message", [
+    ("h3 address=127.0.0.1 colour=blue\n", "{inventory}:4: colour: unknown key"),
+    ("h3 address=127.0.0.1 host_ip=198.51.100.13/24 container_ip=198.51.100.21/24\n",
+     "{inventory}:4: container_ip: 198.51.100.21 of host h3 is already the container_ip of host h1"),
+])
+def test_a_bad_line_for_an_unselected_host_still_stops_everything(tmp_path, listener, extra, message):
+    inventory = write_inventory(tmp_path, listener.port, extra=extra)
+    proc = fab("rollout", "--inventory", str(inventory), "--limit", "h1")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "xcatfab: " + message.format(inventory=inventory)
+    assert not listener.contacted()
+
+
+def test_rollout_refuses_fabric_hosts_and_a_missing_inventory(tmp_path, listener):
+    inventory = write_inventory(tmp_path, listener.port)
+    proc = fab("-H", "h1,h2", "rollout", "--inventory", str(inventory))
+    assert proc.returncode == 2 and "use --limit h1,h2 instead of -H" in proc.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = fab("--search-root", str(ROOT), "rollout", cwd=empty)  # no ./hosts.ini there
+    assert proc.returncode == 2 and "no inventory" in proc.stderr
+    assert not listener.contacted()
+
+
+@pytest.mark.parametrize("var", ["XCATFAB_SUDO_PASSWORD_FILE", "XCATFAB_BMC_PASSWORD_FILE"])
+def test_a_secret_file_readable_by_others_is_bad_input(tmp_path, listener, var):
+    inventory = write_inventory(tmp_path, listener.port)
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret-value\n")
+    secret.chmod(0o644)
+    proc = fab("rollout", "--inventory", str(inventory), env={var: str(secret)})
+    assert proc.returncode == 2
+    assert "readable by others (mode 644); chmod 600 it" in proc.stderr
+    assert "s3cret-value" not in proc.stdout + proc.stderr
+    assert not listener.contacted()
+
+
+# --------------------------------------------------------------------------- known_hosts reading (tasks/ssh.py)
+
+
+@pytest.fixture(scope="module")
+def keys():
+    import paramiko
+
+    return [paramiko.ECDSAKey.generate() for _ in range(3)]
+
+
+def line(names, key):
+    return f"{names} {key.get_name()} {key.get_base64()}"
+
+
+def test_known_hosts_skips_unusable_lines_and_keeps_revoked(tmp_path, keys):
+    from tasks.ssh import read_known_hosts
+
+    first = tmp_path / "known_hosts"
+    first.write_text("\n".join([
+        "# comment",
+        "@cert-authority *.example.org " + f"{keys[2].get_name()} {keys[2].get_base64()}",
+        "broken ssh-ed25519 AAAA!!!",           # paramiko raised here and stopped every connection
+        "short-line",
+        line("web1,198.51.100.7", keys[0]),
+        "@revoked * " + f"{keys[1].get_name()} {keys[1].get_base64()}",
+    ]) + "\n")
+    known = read_known_hosts([str(first), str(tmp_path / "missing")])
+    assert [(k.patterns, k.where) for k in known.keys] == [(("web1", "198.51.100.7"), f"{first}:5")]
+    assert known.revoked_entry(keys[1]).where == f"{first}:6"
+    assert known.revoked_entry(keys[0]) is None
+
+
+def test_known_hosts_names_hashed_wildcards_negation_and_ports(keys):
+    from paramiko.hostkeys import HostKeys
+
+    from tasks.ssh import _host_entry, host_matches
+
+    hashed = HostKeys.hash_host("198.51.100.7")
+    assert host_matches("198.51.100.7", [hashed]) and not host_matches("198.51.100.8", [hashed])
+    assert host_matches("node3.cluster.example", ["*.cluster.example"])
+    assert not host_matches("bad.cluster.example", ["*.cluster.example", "!bad.*"])
+    assert host_matches("[198.51.100.7]:2222", ["[198.51.100.7]:2222"])  # brackets are literal
+    assert not host_matches("198.51.100.7", ["[198.51.100.7]:2222"])
+    assert _host_entry("10.0.0.1", 22) == "10.0.0.1" and _host_entry("10.0.0.1", 2222) == "[10.0.0.1]:2222"
+    assert _host_entry("[10.0.0.1]:2222", 2222) == "[10.0.0.1]:2222"  # never bracketed twice
+
+
+def test_every_entry_for_a_host_counts_not_only_the_first(tmp_path, keys):
+    # A stale key in the user's file must not hide the right one in the inventory's file.
+    from tasks.ssh import read_known_hosts
+
+    user, inventory = tmp_path / "user", tmp_path / "inventory"
+    user.write_text(line("198.51.100.7", keys[1]) + "\n")
+    inventory.write_text(line("198.51.100.7", keys[0]) + "\n")
+    ours = read_known_hosts([str(user), str(inventory)]).for_host("198.51.100.7")
+    assert [k.where for k in ours] == [f"{user}:1", f"{inventory}:1"]
+
+
+def policy_for(tmp_path, files, accept_new=False, hash_names=False, entry="198.51.100.7"):
+    from tasks.ssh import _make_policy, read_known_hosts
+
+    record_in = str(tmp_path / "record" / "known_hosts")
+    return _make_policy()("web1", entry, read_known_hosts([str(f) for f in files]), record_in,
+                          accept_new, hash_names), record_in
+
+
+def test_policy_accepts_a_key_any_entry_vouches_for(tmp_path, keys):
+    user, inventory = tmp_path / "user", tmp_path / "inventory"
+    user.write_text(line("198.51.100.7", keys[1]) + "\n")
+    inventory.write_text(line("198.51.100.7", keys[0]) + "\n")
+    policy, _ = policy_for(tmp_path, [user, inventory])
+    policy.missing_host_key(None, "198.51.100.7", keys[0])  # no exception: accepted
+
+
+def test_policy_refuses_changed_revoked_and_unknown_keys(tmp_path, keys):
+    from tasks.ssh import ConnectError
+
+    known = tmp_path / "known"
+    known.write_text(line("198.51.100.7", keys[0]) + "\n@revoked * " + f"{keys[2].get_name()} {keys[2].get_base64()}\n")
+    policy, record_in = policy_for(tmp_path, [known], accept_new=True)
+    with pytest.raises(ConnectError) as info:
+        policy.missing_host_key(None, "198.51.100.7", keys[1])
+    assert "CHANGED" in info.value.message and f"{known}:1" in info.value.message
+    with pytest.raises(ConnectError) as info:
+        policy.missing_host_key(None, "198.51.100.7", keys[2])
+    assert "REVOKED" in info.value.message
+    assert not os.path.exists(record_in)  # accept-new never records a changed or revoked key
+    policy, record_in = policy_for(tmp_path, [known], entry="198.51.100.8")
+    with pytest.raises(ConnectError) as info:
+        policy.missing_host_key(None, "198.51.100.8", keys[1])
+    assert info.value.message.startswith("unknown host key ecdsa-sha2-nistp256 SHA256:")
+    assert "rerun with --accept-new-host-keys" in info.value.message
+    assert f"ssh-keyscan 198.51.100.8 >> {record_in}" in info.value.message
+
+
+@pytest.mark.parametrize("hash_names", [False, True])
+def test_policy_accept_new_records_the_key_then_knows_it(tmp_path, keys, hash_names):
+    from tasks.ssh import read_known_hosts
+
+    policy, record_in = policy_for(tmp_path, [], accept_new=True, hash_names=hash_names, entry="[198.51.100.9]:2222")
+    policy.missing_host_key(None, "[198.51.100.9]:2222", keys[0])
+    text = Path(record_in).read_text()
+    assert text.startswith("|1|" if hash_names else "[198.51.100.9]:2222 ")
+    ours = read_known_hosts([record_in]).for_host("[198.51.100.9]:2222")
+    assert len(ours) == 1 and ours[0].key.asbytes() == keys[0].asbytes()
