@@ -25,6 +25,7 @@ from .bridge import BridgeStep
 from .container import ContainerStep
 from .docker import DockerStep
 from .image import ImageStep
+from .iso import IsoStep
 from .remote import RemoteError
 from .report import CHANGED, FAILED, OK, HostReport, Output, StepResult
 from .ssh import ConnectError, ConnectOptions, connect
@@ -32,7 +33,7 @@ from .step import Facts, Run, StepFailed, gather
 from .xcat import XcatConfigStep, known_stamp
 
 #: Every step in deploy order.
-STEP_CLASSES = [DockerStep, ImageStep, BridgeStep, ContainerStep, XcatConfigStep]
+STEP_CLASSES = [DockerStep, ImageStep, BridgeStep, ContainerStep, XcatConfigStep, IsoStep]
 
 
 def register_step(cls, after: Optional[str] = None) -> None:
@@ -87,7 +88,9 @@ def run_host(cfg, names, options: Optional[DeployOptions] = None,
     try:
         remote = connect(cfg, options.connect)
     except ConnectError as exc:
-        report.add(StepResult("connect", FAILED, error=exc.message))
+        result = report.add(StepResult("connect", FAILED, error=exc.message))
+        if out is not None:
+            out.result(cfg.name, result)
         report.finished = time.monotonic()
         return report
     run = Run(cfg, remote, Facts(), out=out, options=options, plan_only=options.plan_only,
@@ -100,11 +103,10 @@ def run_host(cfg, names, options: Optional[DeployOptions] = None,
         started = time.monotonic()
         try:
             run.facts = gather(run.remote, _fragments(steps), context)
-        except (StepFailed, RemoteError) as exc:
-            report.add(StepResult("facts", FAILED, error=_one_line(exc)))
-            return report
-        except Exception as exc:  # a dropped connection, a timeout
-            report.add(StepResult("facts", FAILED, error=_one_line(exc)))
+        except Exception as exc:  # StepFailed, RemoteError, a dropped connection, a timeout
+            result = report.add(StepResult("facts", FAILED, error=_one_line(exc)))
+            if out is not None:
+                out.result(cfg.name, result)
             return report
         report.add(StepResult("facts", OK, seconds=time.monotonic() - started))
         for index, step in enumerate(steps):
@@ -140,7 +142,9 @@ def _run_step(run, step, remaining, context) -> StepResult:
             return done(OK)
         summaries = step.describe(actions)
         if run.plan_only:
-            return done(CHANGED, ["would " + s for s in summaries])
+            # A "blocked" action is a note (the step can only be judged after earlier ones run).
+            return done(CHANGED, [s if a.kind == "blocked" else "would " + s
+                                  for a, s in zip(actions, summaries)])
         step.apply(run, actions)
         run.facts.update(gather(run.remote, _fragments(remaining), context))
         leftover = step.plan(run)

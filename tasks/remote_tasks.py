@@ -119,4 +119,9 @@ bridge = _step_task("bridge", "Move the host's address onto the bridge (mydocker
 container = _step_task("container", "Run the xCAT container with its static address on the bridge.")
 xcat_config = _step_task("xcat-config", "Point xCAT's site table and networks at the static address.")
 
-ns = Collection(deploy, docker, image, bridge, container, xcat_config)
+from .admin import node_task, status_task, teardown_task, xcat_task  # noqa: E402  (admin imports this module lazily)
+from .iso import iso  # noqa: E402  (the iso task lives with its step)
+from .rollout import rollout  # noqa: E402  (rollout imports this module's helpers lazily)
+
+ns = Collection(deploy, docker, image, bridge, container, xcat_config, rollout,
+                xcat_task, node_task, status_task, teardown_task, iso)

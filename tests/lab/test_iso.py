@@ -1,0 +1,389 @@
+"""The iso step on lab hosts: staging, copycds, rerun, resume, mismatch, full disk, relay.
+
+ISOs are real ones, made with ``xorriso -as mkisofs`` from a tree holding an
+anaconda ``.discinfo`` (the stand-in copycds reads it, as real copycds does).
+Every result is checked around xcatfab: ``sha256sum`` and ``stat`` over plain
+OpenSSH, ``lsdef`` through the docker CLI on the host's own socket, and the
+bytes the controller sent to each host from iptables counters on the
+controller's OUTPUT chain (one counting rule per host address, no target).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FAB = str(Path(sys.executable).parent / "fab")
+MIB = 1 << 20
+BIG_MIB = 128
+COUNTER_TAG = "xcatfab-iso-test"
+
+
+# ------------------------------------------------------------------ helpers
+def make_iso(directory: Path, name: str, payload_mib: float, distro_name="Rocky Linux 9.4",
+             arch="x86_64") -> tuple[Path, str]:
+    """An ISO9660 image (xorriso) with a .discinfo and a random payload; returns (path, sha256)."""
+    tree = directory / (name + ".tree")
+    (tree / "Packages").mkdir(parents=True)
+    (tree / ".discinfo").write_text(f"1714000000.000000\n{distro_name}\n{arch}\n1\n")
+    with open(tree / "Packages" / "payload.rpm", "wb") as fh:
+        left = int(payload_mib * MIB)
+        while left:
+            block = os.urandom(min(left, 4 * MIB))
+            fh.write(block)
+            left -= len(block)
+    iso = directory / name
+    subprocess.run(["xorriso", "-as", "mkisofs", "-V", "XCATFAB_TEST", "-o", str(iso), str(tree)],
+                   check=True, capture_output=True)
+    digest = hashlib.sha256(iso.read_bytes()).hexdigest()
+    return iso, digest
+
+
+def fab(lab, hosts, *args, timeout=600):
+    argv = [FAB, "-H", ",".join(hosts), *args, "--inventory", str(lab.inventory)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def recap(proc, host) -> dict:
+    """``host : ok=N changed=N failed=N`` of a run, as a dict."""
+    match = re.search(rf"^{re.escape(host)}\s+: ok=(\d+) changed=(\d+) failed=(\d+)", proc.stdout, re.M)
+    assert match, proc.stdout + proc.stderr
+    return dict(zip(("ok", "changed", "failed"), map(int, match.groups())))
+
+
+def remote_sha(ssh_run, host, path) -> str:
+    return ssh_run(host, f"sha256sum {path}").stdout.split()[0]
+
+
+def listing(ssh_run, host, directory) -> list[str]:
+    return ssh_run(host, f"ls -A {directory}").stdout.split()
+
+
+class Egress:
+    """Bytes the controller sends to each host: an iptables counting rule per host address (OUTPUT)."""
+
+    def __init__(self, lab, hosts):
+        self.ips = {name: lab.host(name).ip for name in hosts}
+
+    def _rule(self, ip):
+        return ["OUTPUT", "-o", "xfablab0", "-d", ip, "-m", "comment", "--comment", COUNTER_TAG]
+
+    def __enter__(self):
+        for ip in self.ips.values():
+            subprocess.run(["iptables", "-w", "-I", *self._rule(ip)], check=True)
+        return self
+
+    def __exit__(self, *exc):
+        for ip in self.ips.values():
+            subprocess.run(["iptables", "-w", "-D", *self._rule(ip)], check=False)
+
+    def read(self) -> dict:
+        out = subprocess.run(["iptables", "-w", "-L", "OUTPUT", "-v", "-x", "-n"], check=True,
+                             capture_output=True, text=True).stdout
+        counts = {}
+        for line in out.splitlines():
+            fields = line.split()  # pkts bytes [target] prot opt in out source destination /* tag */
+            if COUNTER_TAG in fields:
+                for ip in self.ips.values():
+                    if ip in fields:
+                        counts[ip] = int(fields[1])
+        return {name: counts.get(ip, 0) for name, ip in self.ips.items()}
+
+
+def received(lab, host) -> int:
+    """Bytes the host received from anyone: tx of its veth's root-namespace end."""
+    return int(Path(f"/sys/class/net/{lab.host(host).veth}/statistics/tx_bytes").read_text())
+
+
+@contextmanager
+def tmpfs_at(ssh_run, host, directory, size):
+    """A tmpfs over the host's iso_dir, mounted in the host's own SSH mount namespace (where it writes)."""
+    ssh_run(host, f"mkdir -p {directory} && mount -t tmpfs -o size={size} xcatfab-iso-test {directory}")
+    try:
+        assert ssh_run(host, f"stat -f -c %T {directory}").stdout.strip() == "tmpfs"
+        yield
+    finally:
+        ssh_run(host, f"umount {directory}", check=False)
+
+
+def wait_for_size(ssh_run, host, path, at_least, proc, limit=120):
+    """Poll the file's size on the host until it reaches ``at_least`` bytes (or the run ended)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and proc.poll() is None:
+        size = ssh_run(host, f"stat -c %s {path} 2>/dev/null || echo 0").stdout.strip()
+        if int(size or 0) >= at_least:
+            return int(size)
+        time.sleep(0.05)
+    raise AssertionError(f"{path} on {host} never reached {at_least} bytes (run ended: {proc.poll()})")
+
+
+# ----------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def isos(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("isos")
+    return {
+        "small": make_iso(directory, "Rocky-9.4-x86_64-test.iso", 2),
+        "other": make_iso(directory, "Alma-9.4-x86_64-test.iso", 1, distro_name="AlmaLinux 9.4"),
+        "big": make_iso(directory, "Big-9.4-x86_64-test.iso", BIG_MIB),
+    }
+
+
+@pytest.fixture(scope="module")
+def deployed(lab, test_hosts):
+    """The first test host, reset and deployed (a running xCAT container for copycds)."""
+    host = test_hosts[0]
+    lab.reset_host(host)
+    proc = fab(lab, [host], "deploy")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return host
+
+
+# -------------------------------------------------------------------- tests
+def test_stage_copycds_and_a_rerun_that_changes_nothing(lab, deployed, isos, ssh_run, docker_on):
+    host = deployed
+    cfg = lab.host(host)
+    iso, digest = isos["small"]
+    with Egress(lab, [host]) as egress:
+        proc = fab(lab, [host], "iso", "--src", str(iso))
+        first_sent = egress.read()[host]
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert first_sent >= iso.stat().st_size  # (the counter sees what goes to the host)
+    assert recap(proc, host) == {"ok": 2, "changed": 1, "failed": 0}
+    assert remote_sha(ssh_run, host, cfg.iso_dir / iso.name) == digest
+    assert listing(ssh_run, host, cfg.iso_dir) == [iso.name]  # no .part left
+    # copycds copied the tree into /install/<distro>/<arch> (data_dir/install on the host) ...
+    tree = cfg.data_dir / "install" / "rocky9.4" / "x86_64"
+    assert ssh_run(host, f"head -n 2 {tree}/.discinfo").stdout.splitlines()[1] == "Rocky Linux 9.4"
+    assert ssh_run(host, f"stat -c %s {tree}/Packages/payload.rpm").stdout.strip() == str(2 * MIB)
+    # ... and created the osimages, as xCAT itself lists them.
+    osimages = docker_on(host, "exec", "xcatmn", "sh", "-c", ". /etc/profile.d/xcat.sh; lsdef -t osimage").stdout
+    for method in ("install", "netboot", "statelite"):
+        assert f"rocky9.4-x86_64-{method}-compute  (osimage)" in osimages
+    assert "rocky9.4 x86_64 -> /install/rocky9.4/x86_64; osimages created: rocky9.4-x86_64-install-compute" \
+        in proc.stdout
+
+    # A rerun sends nothing, changes nothing, and reports changed=0.
+    before = lab.snapshot(host)
+    with Egress(lab, [host]) as egress:
+        again = fab(lab, [host], "iso", "--src", str(iso))
+        sent = egress.read()[host]
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert recap(again, host) == {"ok": 2, "changed": 0, "failed": 0}
+    assert sent < 256 * 1024, f"a converged run sent {sent} bytes"  # the fact script, not the ISO
+    after = lab.snapshot(host)
+    assert after["files"] == before["files"]
+    started = [(c["Id"], c["State"]["StartedAt"]) for c in before["containers"]]
+    assert [(c["Id"], c["State"]["StartedAt"]) for c in after["containers"]] == started
+
+    # Without xcatfab's record the file is hashed where it lies, not sent again.
+    record = cfg.xcatfab_state_dir / "iso" / (iso.name + ".sha256")
+    ssh_run(host, f"rm {record}")
+    with Egress(lab, [host]) as egress:
+        check = fab(lab, [host], "iso", "--src", str(iso))
+        sent = egress.read()[host]
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"hash {iso.name} on the host (no record of it)" in check.stdout
+    assert sent < 256 * 1024
+    assert ssh_run(host, f"cat {record}").stdout.split()[0] == digest
+
+    # The same ISO listed in the inventory: deploy runs the iso step, which finds it staged and copied.
+    spec = f"isos={iso} sha256={digest} distro=rocky9.4 arch=x86_64"
+    deploy = fab(lab, [host], "deploy", "--set", spec)
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    assert "ok: [iso]" in deploy.stdout
+    assert recap(deploy, host)["changed"] == 0
+
+
+def test_copycds_without_a_loop_device_is_a_clear_error(lab, deployed, isos, ssh_run, docker_on):
+    host = deployed
+    iso, digest = isos["other"]
+    docker_on(host, "exec", "xcatmn", "sh", "-c", "rm -f /dev/loop[0-9]*")
+    try:
+        proc = fab(lab, [host], "iso", "--src", str(iso))
+    finally:
+        docker_on(host, "restart", "xcatmn")  # the entrypoint creates the loop devices again
+    assert proc.returncode == 1
+    error = [line for line in proc.stdout.splitlines() if "failed: [iso]" in line]
+    assert len(error) == 1, proc.stdout
+    assert f"{host}: copycds {iso.name}: no usable loop device in container xcatmn" in error[0]
+    # The ISO itself was staged and verified; only copycds is left to do.
+    assert remote_sha(ssh_run, host, lab.host(host).iso_dir / iso.name) == digest
+
+
+def test_interrupted_upload_resumes_with_the_remainder(lab, test_hosts, isos, ssh_run):
+    host = test_hosts[1]
+    lab.reset_host(host)
+    cfg = lab.host(host)
+    iso, digest = isos["big"]
+    part = cfg.iso_dir / (iso.name + ".part")
+    # Slowed down so it can be stopped midway; killed like a lost laptop: the whole process group.
+    first = subprocess.Popen([FAB, "-H", host, "iso", "--src", str(iso), "--no-copycds", "--bwlimit", "16",
+                              "--inventory", str(lab.inventory)], cwd=ROOT, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_size(ssh_run, host, part, 24 * MIB, first)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    # The host's side notices the end of its input and keeps the part; wait until it has exited.
+    # ("[r]eceive" matches the relay program's argv, never this pgrep's own command line.)
+    deadline = time.monotonic() + 30
+    while (ssh_run(host, f"pgrep -f '[r]eceive {cfg.iso_dir} ' || true").stdout.strip()
+           and time.monotonic() < deadline):
+        time.sleep(0.1)
+    kept = int(ssh_run(host, f"stat -c %s {part}").stdout)
+    assert 0 < kept < iso.stat().st_size
+    assert iso.name not in listing(ssh_run, host, cfg.iso_dir)
+
+    with Egress(lab, [host]) as egress:
+        proc = fab(lab, [host], "iso", "--src", str(iso), "--no-copycds")
+        sent = egress.read()[host]
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    remainder = iso.stat().st_size - kept
+    assert remainder * 0.98 < sent < remainder * 1.05 + MIB, (sent, remainder)
+    assert f"resumed after {kept / MIB:.1f} MiB" in proc.stdout
+    assert remote_sha(ssh_run, host, cfg.iso_dir / iso.name) == digest
+    assert listing(ssh_run, host, cfg.iso_dir) == [iso.name]
+
+
+def test_checksum_mismatch_names_both_sums_and_leaves_nothing(lab, test_hosts, isos, ssh_run, tmp_path):
+    host = test_hosts[1]
+    cfg = lab.host(host)
+    iso, digest = isos["other"]
+    wrong = hashlib.sha256(b"not this iso").hexdigest()
+    sums = tmp_path / "SHA256SUMS"
+    sums.write_text(f"{wrong}  {iso.name}\n")
+    proc = fab(lab, [host], "iso", "--src", str(iso), "--checksums", str(sums), "--no-copycds")
+    assert proc.returncode == 1
+    errors = [line for line in proc.stdout.splitlines() if "failed: [iso]" in line]
+    assert len(errors) == 1, proc.stdout
+    assert f"{host}: {iso.name}: sha256 mismatch: got {digest}, expected {wrong}" in errors[0]
+    names = listing(ssh_run, host, cfg.iso_dir)
+    assert iso.name not in names and iso.name + ".part" not in names
+
+
+def test_full_disk_is_a_clear_error_and_removes_the_part(lab, test_hosts, isos, ssh_run):
+    host = test_hosts[2]
+    lab.reset_host(host)
+    cfg = lab.host(host)
+    iso, _digest = isos["big"]
+    size = iso.stat().st_size
+    part = cfg.iso_dir / (iso.name + ".part")
+
+    # Too small from the start: refused before a byte of the ISO is sent.
+    with tmpfs_at(ssh_run, host, cfg.iso_dir, "32m"):
+        with Egress(lab, [host]) as egress:
+            proc = fab(lab, [host], "iso", "--src", str(iso), "--no-copycds")
+            sent = egress.read()[host]
+        assert proc.returncode == 1
+        assert re.search(rf"failed: \[iso\] {host}: {re.escape(iso.name)}: no space: {cfg.iso_dir} has \d+ "
+                         rf"bytes free, {size} more needed", proc.stdout), proc.stdout
+        assert sent < MIB
+        assert listing(ssh_run, host, cfg.iso_dir) == []
+
+    # Full midway: the disk fills up while the ISO arrives.
+    with tmpfs_at(ssh_run, host, cfg.iso_dir, f"{BIG_MIB + 32}m"):
+        run = subprocess.Popen([FAB, "-H", host, "iso", "--src", str(iso), "--no-copycds", "--bwlimit", "32",
+                                "--inventory", str(lab.inventory)], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+        wait_for_size(ssh_run, host, part, 16 * MIB, run)
+        ssh_run(host, f"dd if=/dev/zero of={cfg.iso_dir}/filler bs=1M 2>/dev/null || true")
+        output, _ = run.communicate(timeout=120)
+        assert run.returncode == 1, output
+        assert re.search(rf"failed: \[iso\] {host}: {re.escape(iso.name)}: no space left in {cfg.iso_dir} "
+                         rf"after \d+ of {size} bytes", output), output
+        assert listing(ssh_run, host, cfg.iso_dir) == ["filler"]  # the part is gone
+
+
+def test_relay_to_three_hosts_sends_each_iso_once(lab, test_hosts, isos, ssh_run):
+    for host in test_hosts[1:]:
+        lab.reset_host(host)
+    ssh_run(test_hosts[0], f"rm -rf {lab.host(test_hosts[0]).iso_dir}/* "
+                           f"{lab.host(test_hosts[0]).xcatfab_state_dir}/iso")
+    iso, digest = isos["big"]
+    size = iso.stat().st_size
+    before = {h: received(lab, h) for h in test_hosts}
+    with Egress(lab, test_hosts) as egress:
+        proc = fab(lab, test_hosts, "iso", "--src", str(iso), "--no-copycds")
+        sent = egress.read()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for host in test_hosts:
+        assert recap(proc, host)["changed"] == 1
+        assert remote_sha(ssh_run, host, lab.host(host).iso_dir / iso.name) == digest
+        # Every host did get the bytes, whoever sent them.
+        assert received(lab, host) - before[host] >= size
+    total = sum(sent.values())
+    assert total <= 1.1 * size, f"controller sent {total} bytes for a {size}-byte ISO to {len(test_hosts)} hosts"
+    assert sent[test_hosts[0]] >= size  # the chain's head got it from the controller ...
+    for host in test_hosts[1:]:
+        assert sent[host] < 4 * MIB  # ... the others from the host before them
+    assert f"{test_hosts[1]} | staged {iso.name}" in proc.stdout
+    assert f"relayed from {test_hosts[0]}" in proc.stdout
+    assert "warning" not in proc.stdout
+
+
+def test_relay_falls_back_to_the_controller_when_a_host_cannot_reach_the_next(lab, test_hosts, isos, ssh_run):
+    first, second, third = test_hosts
+    for host in test_hosts:
+        h = lab.host(host)
+        ssh_run(host, f"rm -rf {h.iso_dir}/* {h.xcatfab_state_dir}/iso")
+    # The third host takes SSH from anyone but nothing else from the second (a firewall between hosts).
+    block = f"INPUT -s {lab.host(second).ip} -p tcp ! --dport 22 -j REJECT -m comment --comment {COUNTER_TAG}"
+    ssh_run(third, f"iptables -w -I {block}")
+    try:
+        iso, digest = isos["big"]
+        size = iso.stat().st_size
+        with Egress(lab, test_hosts) as egress:
+            proc = fab(lab, test_hosts, "iso", "--src", str(iso), "--no-copycds")
+            sent = egress.read()
+    finally:
+        ssh_run(third, f"iptables -w -D {block}", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for host in test_hosts:
+        assert remote_sha(ssh_run, host, lab.host(host).iso_dir / iso.name) == digest
+    warnings = [line for line in proc.stdout.splitlines() if "warning:" in line]
+    assert len(warnings) == 1 and warnings[0].startswith(f"{third} | warning: {iso.name} did not arrive "
+                                                         f"through the relay ({second}: cannot connect to "), warnings
+    assert warnings[0].endswith("sending it from the controller")
+    assert sent[second] < 4 * MIB  # the second host still got it from the first
+    assert sent[first] >= size and sent[third] >= size  # the third from the controller
+
+
+def test_deploy_of_several_hosts_pulls_from_a_host_that_has_it(lab, test_hosts, isos, ssh_run):
+    """Hosts deployed one after another (``fab -H a,b deploy``): the second takes the ISO from the first."""
+    from tasks import iso as isomod
+    from tasks.deploy import DeployOptions
+    from tasks.inventory import IsoSpec, load_hosts
+    from tasks.report import Output
+    from tasks.ssh import connect
+    from tasks.step import Facts, Run
+
+    first, second = test_hosts[1], test_hosts[2]
+    for host in (first, second):
+        h = lab.host(host)
+        ssh_run(host, f"rm -rf {h.iso_dir}/* {h.xcatfab_state_dir}/iso")
+    iso, digest = isos["big"]
+    [local] = isomod.validate_local([IsoSpec(str(iso))])
+    options = DeployOptions()
+    with Egress(lab, [first, second]) as egress:
+        for cfg in load_hosts(str(lab.inventory), names=[first, second]):
+            run = Run(cfg, connect(cfg, options.connect), Facts(), out=Output(), options=options)
+            try:
+                assert isomod.stage(run, local, isomod.IsoOptions(isos=[local], copycds=False)) == digest
+            finally:
+                run.remote.close()
+        sent = egress.read()
+    for host in (first, second):
+        assert remote_sha(ssh_run, host, lab.host(host).iso_dir / iso.name) == digest
+    assert sent[first] >= iso.stat().st_size
+    assert sent[second] < 4 * MIB
