@@ -21,7 +21,10 @@ lasts:
     container, so a host-side watcher (a systemd unit, or a detached process
     where systemd is absent) re-applies it on every ``start`` event.
   - ``macvlan``: a macvlan Docker network on the bridge, plus a host-side
-    macvlan shim so the host itself can reach the container.
+    macvlan shim so the host itself can reach the container. The shim has an
+    address of its own (``macvlan_shim_ip``) and answers ARP only for it: had
+    it the host's address, it would answer the LAN's ARP for the host with its
+    own MAC and steal the host's traffic from the bridge.
 
 * /etc/hosts and /etc/resolv.conf: rendered into ``data_dir/xcatfab`` and
   written in place by the entrypoint on every start (Docker regenerates both,
@@ -218,6 +221,8 @@ def shim_ok(cfg, facts) -> bool:
     link = links(facts).get(shim_name(cfg))
     if not link or not is_up(link) or link.get("link") != cfg.bridge:
         return False
+    if [str(a) for a in ipv4(link)] != [f"{cfg.macvlan_shim_ip}/32"]:
+        return False
     want = f"{container_ip(cfg)}"
     return any(r.get("dst") == want and r.get("dev") == shim_name(cfg) for r in routes(facts))
 
@@ -329,8 +334,7 @@ class ContainerStep(Step):
             attach_script=render("host/netns-attach.sh.j2", **netns) if netns else "",
             watch_script=render("host/netns-watch.sh.j2", **netns) if netns else "",
             unit=render("host/xcatfab-netns@.service.j2", state_dir=cfg.state_dir) if netns else "",
-            shim=({"name": shim_name(cfg), "bridge": cfg.bridge,
-                   "host_ip": str(cfg.host_ip.ip) if cfg.host_ip else _host_ip(cfg, facts),
+            shim=({"name": shim_name(cfg), "bridge": cfg.bridge, "shim_ip": str(cfg.macvlan_shim_ip),
                    "ip": container_ip(cfg)} if "shim" in kinds else None),
             etc=kinds["etc"].data["names"] if "etc" in kinds else [],
             etc_files={"hosts": hosts_file(cfg), "resolv.conf": resolv_file(cfg, facts)},
@@ -338,11 +342,3 @@ class ContainerStep(Step):
         )
         run.remote.template("host/container-apply.sh.j2", step=self.name, check=True,
                             timeout=300, **context)
-
-
-def _host_ip(cfg, facts) -> str:
-    bridge = links(facts).get(cfg.bridge)
-    addrs = ipv4(bridge) or ipv4(links(facts).get(cfg.mgmt_interface))
-    if not addrs:
-        raise StepFailed(f"no host address on {cfg.bridge} for the macvlan shim")
-    return str(addrs[0].ip)

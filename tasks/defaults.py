@@ -63,6 +63,7 @@ KEYS: dict[str, Key] = {
         _k("network_mode", "choice", "bridge", "how the container gets its static address",
            ("bridge", "netns", "macvlan")),
         _k("docker_network", "str", "xcatnet", "Docker network for bridge and macvlan modes"),
+        _k("macvlan_shim_ip", "ip", None, "a free address for the host's macvlan shim (macvlan mode)"),
         _k("restart_policy", "choice", "unless-stopped", "docker restart policy",
            ("no", "always", "unless-stopped", "on-failure")),
         _k("privileged", "bool", True, "run the container --privileged"),

@@ -477,6 +477,21 @@ def _check_host(cfg: HostConfig) -> None:
     if gw is not None and host_ip is not None and gw not in host_ip.network:
         raise InventoryError(cfg.where("gateway"), "gateway",
                              f"{gw} is outside host {cfg.name}'s subnet {host_ip.network}")
+    shim = v["macvlan_shim_ip"]
+    if v["network_mode"] == "macvlan" and shim is None:
+        raise InventoryError(cfg.where("network_mode"), "macvlan_shim_ip",
+                             f"network_mode=macvlan needs macvlan_shim_ip for host {cfg.name}: a free "
+                             "address the host's shim can use to reach the container")
+    if shim is not None:
+        if host_ip is not None and shim not in host_ip.network:
+            raise InventoryError(cfg.where("macvlan_shim_ip"), "macvlan_shim_ip",
+                                 f"{shim} is outside host {cfg.name}'s subnet {host_ip.network}")
+        taken = {"host_ip": host_ip.ip if host_ip else None, "container_ip": ctr_ip.ip if ctr_ip else None,
+                 "gateway": gw}
+        for key, ip in taken.items():
+            if ip is not None and shim == ip:
+                raise InventoryError(cfg.where("macvlan_shim_ip"), "macvlan_shim_ip",
+                                     f"{shim} is host {cfg.name}'s {key}")
     if not v["container_fqdn"] or "." not in v["container_fqdn"].strip("."):
         raise InventoryError(cfg.where("container_fqdn"), "container_fqdn",
                              f"{v['container_fqdn']!r} needs a domain, e.g. xcatmn.cluster")
@@ -509,6 +524,8 @@ def check_hosts(configs: Iterable[HostConfig]) -> None:
             claims.append(("container_ip", cfg.container_iface.ip))
         if cfg.host_iface is not None:
             claims.append(("host_ip", cfg.host_iface.ip))
+        if cfg.macvlan_shim_ip is not None:
+            claims.append(("macvlan_shim_ip", cfg.macvlan_shim_ip))
         for key, ip in claims:
             other = taken.get(ip)
             if other and other[0] != cfg.name:

@@ -201,6 +201,11 @@ class LabHost:
         """The xCAT container's address on this host: 198.18.0.(110+N)."""
         return str(SUBNET.network_address + 110 + self.index) if self.has_sshd else None
 
+    @property
+    def shim_ip(self) -> Optional[str]:
+        """The address of this host's macvlan shim (macvlan mode): 198.18.0.(160+N)."""
+        return str(SUBNET.network_address + 160 + self.index) if self.has_sshd else None
+
     # -- files
     @property
     def dir(self) -> Path:
@@ -1128,7 +1133,7 @@ def _host_ctx(host: LabHost) -> dict:
         "sshd_log": str(host.sshd_log), "host_key": str(host.host_key),
         "iso_dir": str(host.iso_dir), "data_dir": str(host.data_dir),
         "xcatfab_state_dir": str(host.xcatfab_state_dir),
-        "container_ip": host.container_ip,
+        "container_ip": host.container_ip, "shim_ip": host.shim_ip,
     }
     if host.has_sshd and host.host_key_pub.exists():
         ctx["public_key"] = host.public_key

@@ -97,6 +97,12 @@ def test_deploy_from_nothing_each_network_mode(lab, deploy_host, ssh_run, docker
     eth0 = json.loads(ssh_run(host, "ip -j link show eth0").stdout)[0]
     assert eth0.get("master") == "mydocker0"
     assert site(docker_on, host)["master"] == ip
+    if mode == "macvlan":
+        # The host's shim must not answer the LAN's ARP for the host: the controller
+        # still reaches the host at the bridge's pinned MAC.
+        ssh_run(host, "true")
+        neigh = subprocess.run(["ip", "-j", "neigh", "show", deploy_host.ip], capture_output=True, text=True)
+        assert [n.get("lladdr") for n in json.loads(neigh.stdout or "[]")] == [deploy_host.mac], neigh.stdout
 
     # Converged: nothing changes, one connection, one command.
     second = fab("-H", host, "deploy", "--inventory", inv, "--set", f"network_mode={mode}")

@@ -22,7 +22,8 @@ SHELLCHECK = SHELLCHECK if os.path.exists(SHELLCHECK) else shutil.which("shellch
 
 def cfg(*sets):
     base = ["host_ip=198.18.0.11/24", "gateway=198.18.0.1", "container_ip=198.18.0.111/24",
-            "container_fqdn=xcatmn.lab.example", "state_dir=/var/lib/xcatfab", "preset=lab"]
+            "container_fqdn=xcatmn.lab.example", "state_dir=/var/lib/xcatfab", "preset=lab",
+            "macvlan_shim_ip=198.18.0.161"]
     return load_hosts(None, names=["lab1"], overrides=base + list(sets))[0]
 
 

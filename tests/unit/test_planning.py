@@ -13,7 +13,8 @@ MAC = "02:58:46:00:00:0b"
 
 def cfg(*sets):
     base = ["host_ip=198.18.0.11/24", "gateway=198.18.0.1", "container_ip=198.18.0.111/24",
-            "container_fqdn=xcatmn.lab.example", "state_dir=/tmp/st", "data_dir=/d", "iso_dir=/i"]
+            "container_fqdn=xcatmn.lab.example", "state_dir=/tmp/st", "data_dir=/d", "iso_dir=/i",
+            "macvlan_shim_ip=198.18.0.161"]
     return load_hosts(None, names=["lab1"], overrides=base + list(sets))[0]
 
 

@@ -54,7 +54,7 @@ def test_guide_defects_are_fixed_in_every_preset():
         assert "trap shutdown TERM" in entry
         assert "tabrestore" in entry and "makenetworks" in entry  # (tabprune can't do networks)
         assert entry.index("empty_networks_table ||") < entry.index("makenetworks ||")
-        assert "lsdef -t node compute1" in entry  # compute1 only created when absent
+        assert "lsdef -t node -o compute1" in entry  # compute1 only created when absent
         assert "mknod" in entry
         assert "eth0" not in entry.split("set -u", 1)[1]  # address not taken from eth0 blindly
         assert "bmcpassword" not in entry

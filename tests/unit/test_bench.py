@@ -1,0 +1,308 @@
+"""The converge benchmark's pure helpers (bench/converge.py, bench/peers/inventory.py).
+
+No lab, no timing: statistics, parsing of the tools' output and of an sshd
+trace, the markdown it writes, and the peers' inventories generated from
+xcatfab's own inventory.
+"""
+
+import ast
+import json
+import os
+import sys
+import textwrap
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from bench import converge  # noqa: E402
+from bench.peers import inventory as peer_inventory  # noqa: E402
+from tasks.inventory import load_hosts  # noqa: E402
+
+
+# ------------------------------------------------------------------ statistics
+def test_summarize_median_min_max():
+    assert converge.summarize([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
+    assert converge.summarize([1.0, 2.0, 3.0, 10.0])["median"] == 2.5
+    assert converge.summarize([]) == {"median": None, "min": None, "max": None, "n": 0}
+
+
+def test_ratio_and_formatting():
+    assert converge.ratio(0.6, 0.3) == pytest.approx(2.0)
+    assert converge.ratio(None, 0.3) is None
+    assert converge.ratio(0.6, None) is None
+    assert converge.ratio(0.6, 0.0) is None
+    assert converge.fmt_s(0.456) == "0.46 s"
+    assert converge.fmt_s(None) == "–"
+    assert converge.fmt_ratio(1.5) == "1.50×"
+
+
+def test_rotate_gives_each_tool_each_position():
+    tools = ["a", "b", "c"]
+    assert converge.rotate(tools, 0) == ["a", "b", "c"]
+    assert converge.rotate(tools, 1) == ["b", "c", "a"]
+    assert converge.rotate(tools, 4) == ["b", "c", "a"]
+    assert {converge.rotate(tools, r)[0] for r in range(3)} == set(tools)
+    assert converge.rotate([], 2) == []
+
+
+def test_choose_hosts_option_env_default():
+    names = ["lab1", "lab2", "lab3", "lab4"]
+    assert converge.choose_hosts("lab2,lab3", "lab4", names, 2) == ["lab2", "lab3"]
+    assert converge.choose_hosts(None, "lab3, lab4", names, 2) == ["lab3", "lab4"]
+    assert converge.choose_hosts(None, None, names, 2) == ["lab1", "lab2"]
+    with pytest.raises(SystemExit, match="no host lab9"):
+        converge.choose_hosts("lab9", None, names, 1)
+    with pytest.raises(SystemExit, match="needs 4 hosts"):
+        converge.choose_hosts("lab2,lab3", None, names, 4)
+
+
+# ------------------------------------------------------------------ parsing the tools' output
+def test_parse_recap_xcatfab_and_ansible():
+    xcatfab = "lab2 | ok: [docker]\n\nRECAP ****\nlab2 : ok=6 changed=0 failed=0\nlab2: connections=1 commands=1\n"
+    assert converge.parse_recap(xcatfab) == {"lab2": {"ok": 6, "changed": 0, "unreachable": 0, "failed": 0}}
+    assert converge.parse_xcatfab_counts(xcatfab) == {"lab2": {"connections": 1, "commands": 1}}
+    ansible = ("PLAY RECAP *********\n"
+               "lab2                       : ok=14   changed=0    unreachable=0    failed=0    skipped=2\n"
+               "lab3                       : ok=13   changed=1    unreachable=0    failed=0    skipped=2\n")
+    parsed = converge.parse_recap(ansible)
+    assert parsed["lab2"]["changed"] == 0 and parsed["lab3"]["changed"] == 1
+    assert parsed["lab3"]["ok"] == 13
+
+
+def test_parse_pyinfra_counts_operations_that_ran_commands():
+    text = textwrap.dedent("""\
+        --> Starting operation: docker.io is installed
+            [lab2] No changes
+            [lab3] No changes
+        --> Starting operation: the host address is on the bridge
+            [lab2] Success
+            [lab3] No changes
+        """)
+    assert converge.parse_pyinfra(text) == {"lab2": {"changed": 1}, "lab3": {"changed": 0}}
+
+
+def test_changed_by_host_floor_is_zero():
+    assert converge.changed_by_host("floor", "", ["lab2"]) == {"lab2": 0}
+    assert converge.changed_by_host("xcatfab", "", ["lab2"]) == {"lab2": None}
+
+
+def test_count_accepted():
+    log = ("Connection closed by 198.18.0.1 port 35972\n"
+           "Accepted publickey for root from 198.18.0.1 port 36264 ssh2: ED25519 SHA256:x\n"
+           "Accepted publickey for root from 198.18.0.1 port 36268 ssh2: ED25519 SHA256:x\n")
+    assert converge.count_accepted(log) == 2
+    assert converge.count_accepted("") == 0
+
+
+STRACE = """\
+100 clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|SIGCHLD, child_tidptr=0x7f) = 200
+200 execve("/usr/sbin/sshd", ["/usr/sbin/sshd", "-f", "/x/sshd_config", "-R"], 0x55 /* 2 vars */) = 0
+200 clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|SIGCHLD, child_tidptr=0x7f) = 201
+202 execve("/bin/bash", ["bash", "-c", "sh -c 'facts'"], 0x55 /* 9 vars */) = 0
+200 clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|SIGCHLD <unfinished ...>
+200 <... clone resumed>, child_tidptr=0x7f) = 202
+202 clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|SIGCHLD, child_tidptr=0x7f) = 204
+204 execve("/root/.pyenv/bin/pyenv", ["pyenv", "init", "-"], 0x56 /* 13 vars */) = 0
+204 execve("/root/.pyenv/bin/bash", ["bash", "/root/.pyenv/bin/pyenv"], 0x7f /* 13 vars */) = -1 ENOENT (No such file)
+200 clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|SIGCHLD, child_tidptr=0x7f) = 205
+200 clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|SIGCHLD, child_tidptr=0x7f) = 206
+206 execve("/bin/bash", ["bash", "-c", "docker exec xcatmn /opt/xcat/sbin/tabdump site"...], 0x55) = 0
+100 clone3({flags=CLONE_VM|CLONE_VFORK, exit_signal=SIGCHLD, stack=0x7f, stack_size=0x9000}, 88) = 300
+300 execve("/usr/sbin/sshd", ["/usr/sbin/sshd", "-R"], 0x55 /* 2 vars */) = 0
+300 clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|SIGCHLD, child_tidptr=0x7f) = 301
+300 clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|SIGCHLD, child_tidptr=0x7f) = 302
+302 clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|SIGCHLD, child_tidptr=0x7f) = 303
+303 execve("/bin/bash", ["bash", "-c", "true"], 0x55) = 0
+"""
+
+
+def test_parse_strace_counts_connections_sessions_commands():
+    parsed = converge.parse_strace(STRACE, root=100)
+    # 200: a root login (the monitor forks the sessions); 300: another user (a post-auth child does)
+    assert parsed["connections"] == 2
+    assert parsed["sessions"] == 4             # 202 (exec), 205 (sftp: no exec), 206 (exec), 303 (exec)
+    assert parsed["commands"] == 3
+    assert parsed["subsystem_sessions"] == 1
+    assert parsed["command_lines"] == ["sh -c 'facts'", "docker exec xcatmn /opt/xcat/sbin/tabdump site...",
+                                       "true"]
+
+
+def test_parse_strace_ignores_processes_outside_the_tree():
+    assert converge.parse_strace("999 clone(...) = 1000\n1000 execve(\"/bin/true\", [\"true\"], 0x1) = 0\n",
+                                 root=100)["connections"] == 0
+
+
+# ------------------------------------------------------------------ markdown
+RESULTS = {
+    "date": "2026-11-29 18:00 UTC", "ns": [1, 2], "runs": 5, "hosts": ["lab2", "lab3"],
+    "tools": ["floor", "xcatfab", "pyinfra"],
+    "machine": {"cpu_model": "CPU X", "nproc": 2, "memory": "23.4 GiB RAM", "kernel": "6.18",
+                "os": "Debian 12", "openssh": "OpenSSH_9.2p1", "docker": "Docker version 20.10.24"},
+    "versions": {"pyinfra": "3.10.0"},
+    "xcatfab_mode": "N parallel `fab -H`",
+    "noop": {
+        "1": {"floor": {"median": 0.3, "min": 0.29, "max": 0.35, "n": 5, "changed_total": 0},
+              "xcatfab": {"median": 0.45, "min": 0.4, "max": 0.5, "n": 5, "changed_total": 0},
+              "pyinfra": {"median": 1.8, "min": 1.7, "max": 2.0, "n": 5, "changed_total": 0}},
+        "2": {"floor": {"median": 0.4, "min": 0.38, "max": 0.45, "n": 5, "changed_total": 0},
+              "xcatfab": {"median": 0.6, "min": 0.55, "max": 0.7, "n": 5, "changed_total": 0},
+              "pyinfra": {"median": 2.8, "min": 2.6, "max": 3.1, "n": 5, "changed_total": 0}},
+    },
+    "first": {"1": {"xcatfab": {"seconds": 4.0, "rc": 0}, "pyinfra": {"seconds": 9.0, "rc": 2}}},
+    "counts": {"xcatfab": {"accepted": 1, "sessions": 1, "commands": 1,
+                           "self_reported": "connections=1 commands=1"}},
+    "notes": ["a note"],
+}
+
+
+def test_noop_table_ratios_to_the_same_n_floor():
+    table = converge.noop_table(2, RESULTS["noop"]["2"], RESULTS["tools"])
+    rows = table.splitlines()
+    assert rows[0].startswith("| N=2, no-op converge | median | min | max | × floor")
+    assert "| xcatfab | 0.60 s | 0.55 s | 0.70 s | 1.50× | 5 | 0 |" in rows
+    assert "| pyinfra | 2.80 s | 2.60 s | 3.10 s | 7.00× | 5 | 0 |" in rows
+
+
+def test_summary_table_one_column_per_n():
+    table = converge.summary_table([1, 2], RESULTS["noop"], RESULTS["tools"])
+    assert "| no-op converge, median | N=1 | N=2 | × floor |" in table
+    assert "| xcatfab | 0.45 s | 0.60 s | 1.50 |" in table
+    assert "| pyinfra | 1.80 s | 2.80 s | 6.00–7.00 |" in table
+
+
+def test_goal_line():
+    line = converge.goal_line([1, 2], RESULTS["noop"])
+    assert line.startswith("Goal of issue 7")
+    assert "N=1: 1.50× floor (≤ 2×), below pyinfra" in line and "N=2: 1.50× floor (≤ 2×), below pyinfra" in line
+    slow = {"1": {"floor": {"median": 0.3}, "xcatfab": {"median": 0.7}, "pyinfra": {"median": 0.6}}}
+    assert "N=1: 2.33× floor (MORE than 2×), NOT below pyinfra" in converge.goal_line([1], slow)
+    assert converge.goal_line([4], slow) == ""
+
+
+def test_markdown_section_has_everything():
+    body = converge.markdown_section(RESULTS)
+    for text in ("2026-11-29 18:00 UTC", "CPU X, 2 cores", "kernel 6.18", "pyinfra 3.10.0",
+                 "N parallel `fab -H`", "N=1, no-op converge", "N=2, no-op converge",
+                 "| pyinfra | 9.00 s (FAILED rc=2) | – |",
+                 "| xcatfab | 1 | 1 | 1 | connections=1 commands=1 |", "- a note"):
+        assert text in body, text
+
+
+def test_replace_section_keeps_other_sections():
+    doc = "# Benchmarks\n\nIntro.\n\n## ISO\n\niso numbers\n\n## Converge\n\nold\n\n## Later\n\nkept\n"
+    new = converge.replace_section(doc, "Converge", "new body\n")
+    assert "old" not in new
+    assert "## ISO\n\niso numbers" in new and "## Later\n\nkept" in new
+    assert new.index("## ISO") < new.index("## Converge\n\nnew body") < new.index("## Later")
+    assert converge.replace_section(new, "Converge", "new body\n") == new  # idempotent
+
+
+def test_replace_section_appends_or_creates():
+    assert converge.replace_section("", "Converge", "x\n") == "# Benchmarks\n\n## Converge\n\nx\n"
+    appended = converge.replace_section("# B\n\n## ISO\n\ny\n", "Converge", "x\n")
+    assert appended == "# B\n\n## ISO\n\ny\n\n## Converge\n\nx\n"
+
+
+# ------------------------------------------------------------------ the peers' inventories
+INI = """\
+[lab]
+lab2 address=198.18.0.12 host_ip=198.18.0.12/24 gateway=198.18.0.1 container_ip=198.18.0.112/24 iso_dir=/s/lab2/iso data_dir=/s/lab2/xcatdata state_dir=/s/lab2/xcatfab docker_restart=/s/lab2/restart-dockerd
+lab3 address=198.18.0.13 host_ip=198.18.0.13/24 gateway=198.18.0.1 container_ip=198.18.0.113/24 iso_dir=/s/lab3/iso data_dir=/s/lab3/xcatdata state_dir=/s/lab3/xcatfab docker_restart=/s/lab3/restart-dockerd
+
+[lab:vars]
+preset=lab
+container_dns=198.18.0.1
+"""  # noqa: E501
+
+ISO = {"src": "/cache/bench-64m.iso", "name": "bench-64m.iso", "size": 67108864, "sha1": "a" * 40, "sha256": "b" * 64}
+
+
+@pytest.fixture
+def cfgs(tmp_path):
+    path = tmp_path / "hosts.ini"
+    path.write_text(INI)
+    return {c.name: c for c in load_hosts(str(path), names=["lab2", "lab3"])}
+
+
+def test_host_spec_is_xcatfabs_own_target_state(cfgs):
+    from tasks import container
+
+    cfg = cfgs["lab2"]
+    spec = peer_inventory.host_spec(cfg, ISO)
+    assert spec["xf_bridge"] == {"name": "mydocker0", "iface": "eth0", "address": "198.18.0.12/24",
+                                 "gateway": "198.18.0.1"}
+    assert spec["xf_network"] == {"name": "xcatnet", "driver": "bridge", "subnet": "198.18.0.0/24",
+                                  "gateway": "198.18.0.1", "ip_range": "198.18.0.112/32",
+                                  "options": {"com.docker.network.bridge.name": "mydocker0",
+                                              "com.docker.network.bridge.inhibit_ipv4": "true"}}
+    ctr = spec["xf_container"]
+    assert ctr["image"] == "xcatfab/xcat:standin-lab" and ctr["ip"] == "198.18.0.112"
+    assert ctr["binds"] == container.binds(cfg)
+    assert ctr["env"] == container.env(cfg)
+    assert ctr["cap_add"] == ["ALL"] and ctr["cap_drop"] == ["CAP_SYS_RESOURCE"]
+    assert ctr["device_cgroup_rules"] == container.DEVICE_RULES and ctr["privileged"] is False
+    assert ctr["restart_policy"] == "unless-stopped" and ctr["hostname"] == "xcatmn"
+    assert spec["xf_dirs"] == container.host_dirs(cfg)
+    assert [f["dest"] for f in spec["xf_files"]] == ["/s/lab2/xcatdata/xcatfab/hosts",
+                                                    "/s/lab2/xcatdata/xcatfab/resolv.conf"]
+    assert spec["xf_files"][0]["content"] == container.hosts_file(cfg)
+    assert spec["xf_site"] == {"master": "198.18.0.112", "nameservers": "198.18.0.112", "domain": "cluster"}
+    assert spec["xf_iso"] == {"src": ISO["src"], "dest": "/s/lab2/iso/bench-64m.iso", "sha1": ISO["sha1"],
+                              "sha256": ISO["sha256"], "size": ISO["size"]}
+    assert "xf_iso" not in peer_inventory.host_spec(cfg, None)
+
+
+def test_host_spec_matches_xcatfabs_container_diff(cfgs):
+    """A container made from the spec is one xcatfab's own comparison calls converged."""
+    from tasks.container import container_diff
+
+    cfg = cfgs["lab2"]
+    ctr = peer_inventory.host_spec(cfg)["xf_container"]
+    inspect = peer_inventory.synthetic_inspect(ctr)
+    assert container_diff(cfg, inspect, {"Id": "sha256:bench"}) == []
+
+
+def test_rw_binds_are_drift_follows_xcatfabs_comparison(cfgs, monkeypatch):
+    from tasks import container
+
+    cfg = cfgs["lab2"]
+    real = container.container_diff
+    # whatever xcatfab does today, the answer must follow its own comparison:
+    ctr = peer_inventory.host_spec(cfg)["xf_container"]
+    rw = [b if b.count(":") >= 2 else b + ":rw" for b in ctr["binds"]]
+    expected = bool(real(cfg, peer_inventory.synthetic_inspect(ctr, rw), {"Id": "sha256:bench"}))
+    assert peer_inventory.rw_binds_are_drift(cfg) is expected
+    monkeypatch.setattr(container, "container_diff", lambda *a: [])
+    assert peer_inventory.rw_binds_are_drift(cfg) is False
+    monkeypatch.setattr(container, "container_diff", lambda *a: ["mounts"])
+    assert peer_inventory.rw_binds_are_drift(cfg) is True
+
+
+def test_ansible_inventory(cfgs):
+    specs = {n: peer_inventory.host_spec(c) for n, c in cfgs.items()}
+    inv = json.loads(peer_inventory.ansible_inventory(specs, "/s/ssh_config"))
+    group = inv["all"]["children"]["xcat_hosts"]
+    assert sorted(group["hosts"]) == ["lab2", "lab3"]
+    assert group["vars"]["ansible_ssh_common_args"] == "-F /s/ssh_config"
+    assert group["vars"]["ansible_python_interpreter"] == "/usr/bin/python3"
+    assert group["hosts"]["lab3"]["xf_container"]["ip"] == "198.18.0.113"
+    assert group["hosts"]["lab3"]["ansible_user"] == "root"
+
+
+def test_pyinfra_inventory_is_a_python_module(cfgs):
+    specs = {n: peer_inventory.host_spec(c) for n, c in cfgs.items()}
+    connect = {n: {"address": c.connect_address, "key": "/s/id", "known_hosts": "/s/kh"} for n, c in cfgs.items()}
+    source = peer_inventory.pyinfra_inventory(specs, connect)
+    tree = ast.parse(source)
+    namespace: dict = {}
+    exec(compile(tree, "inventory.py", "exec"), namespace)
+    hosts = dict(namespace["xcat_hosts"])
+    assert sorted(hosts) == ["lab2", "lab3"]
+    data = hosts["lab2"]
+    assert data["ssh_hostname"] == "198.18.0.12" and data["ssh_key"] == "/s/id"
+    assert data["ssh_known_hosts_file"] == "/s/kh" and data["ssh_strict_host_key_checking"] == "yes"
+    assert data["xf_container"]["privileged"] is False
+    assert data["xf_site"]["master"] == "198.18.0.112"
