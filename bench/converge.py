@@ -1,0 +1,935 @@
+"""Converge benchmark (issue 7): what a deploy costs when there is nothing to do.
+
+    python bench/converge.py [--n 1,2,4] [--runs 5] [--hosts lab2,lab3,...]
+                             [--tools floor,xcatfab,pyinfra,ansible-tuned,ansible-default]
+                             [--skip-first] [--skip-counts] [--no-markdown] [--markdown FILE]
+    python bench/converge.py --render bench/results/converge-*.json   # section from a saved run
+
+On the lab (tasks/lab.py; root), for each N, with every tool driving the SAME
+target state (docker.io, the xCAT image, mydocker0 holding the host address,
+a Docker bridge network on it, the container with its static address and the
+full spec, site.master set, one 64 MiB ISO with a checksum in iso_dir):
+
+* **floor**: N parallel ``ssh HOST true`` with OpenSSH and the lab's ssh_config;
+* **xcatfab**: ``fab rollout --limit`` when tasks/rollout.py provides it, else N
+  parallel ``fab -H HOST deploy`` (the results say which);
+* **pyinfra** (bench/peers/pyinfra) and **Ansible** (bench/peers/ansible), tuned
+  (pipelining, no facts, forks=N) and default, from their own virtualenvs
+  (bench/peers/requirements-*.txt, created once under
+  ``~/.cache/xcatfab/bench-venvs``).
+
+Phases: (1) first converge by N: every tool from freshly reset hosts
+(``Lab.reset_host``; the image is kept, so no image build is timed);
+(2) warm-up: each tool once more, so all agree the hosts are converged;
+(3) counts on one converged host: SSH connections (the host's sshd.log
+"Accepted publickey" lines) and sessions/commands (sshd traced with strace:
+every session sshd forks, and the program it runs), besides xcatfab's own
+``XCATFAB_COUNTS``; (4) no-op runs: ``--runs`` rounds per N, the tools in
+rotating round-robin order so the machine's drift hits them all alike;
+median/min/max and the ratio to the floor of the same N.
+
+Not a test: nothing here asserts a time. Results: JSON in bench/results/
+(git-ignored) and the "Converge" section of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+PEERS = ROOT / "bench" / "peers"
+RESULTS = ROOT / "bench" / "results"
+MARKDOWN = ROOT / "BENCHMARKS.md"
+SECTION = "Converge"
+TOOLS = ["floor", "xcatfab", "pyinfra", "ansible-tuned", "ansible-default"]
+LABELS = {
+    "floor": "floor: N parallel `ssh HOST true` (OpenSSH)",
+    "xcatfab": "xcatfab",
+    "pyinfra": "pyinfra",
+    "ansible-tuned": "Ansible, tuned (pipelining, no facts, forks=N)",
+    "ansible-default": "Ansible, default (facts, no pipelining)",
+}
+ISO_NAME = "bench-64m.iso"
+ISO_PAYLOAD = 64 * 1024 * 1024 - 512 * 1024  # the ISO's own structures bring it to ~64 MiB
+ISO_DISTRO, ISO_ARCH = "rhels9.4", "x86_64"
+RUN_TIMEOUT = 900
+
+
+# ============================================================== pure helpers
+def summarize(values: list) -> dict:
+    """median/min/max/n of a list of seconds (empty list: all None)."""
+    if not values:
+        return {"median": None, "min": None, "max": None, "n": 0}
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def ratio(value: Optional[float], floor: Optional[float]) -> Optional[float]:
+    if value is None or not floor:
+        return None
+    return value / floor
+
+
+def rotate(items: list, k: int) -> list:
+    """``items`` rotated left by ``k`` (round r of the round-robin starts with tool r)."""
+    if not items:
+        return []
+    k %= len(items)
+    return items[k:] + items[:k]
+
+
+def parse_list(text: str) -> list[str]:
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+def choose_hosts(option: Optional[str], env: Optional[str], lab_names: list[str], need: int) -> list[str]:
+    """Hosts to use: ``--hosts``, else ``$XCATFAB_BENCH_HOSTS``, else the lab's first ``need``."""
+    chosen = parse_list(option) or parse_list(env) or list(lab_names[:need])
+    missing = [h for h in chosen if h not in lab_names]
+    if missing:
+        raise SystemExit(f"bench: the lab has no host {', '.join(missing)} (it has {', '.join(lab_names)})")
+    if len(chosen) < need:
+        raise SystemExit(f"bench: N={need} needs {need} hosts, got {len(chosen)}: {', '.join(chosen)}")
+    return chosen
+
+
+_RECAP = re.compile(r"^(?:\S+ \| )?(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)(?:\s+unreachable=(\d+))?\s+failed=(\d+)",
+                    re.M)
+
+
+def parse_recap(text: str) -> dict:
+    """``HOST : ok=N changed=N [unreachable=N] failed=N`` lines (xcatfab, Ansible) -> per host."""
+    hosts = {}
+    for m in _RECAP.finditer(text):
+        hosts[m.group(1)] = {"ok": int(m.group(2)), "changed": int(m.group(3)),
+                             "unreachable": int(m.group(4) or 0), "failed": int(m.group(5))}
+    return hosts
+
+
+_COUNTS = re.compile(r"^(?:\S+ \| )?(\S+): connections=(\d+) commands=(\d+)", re.M)
+
+
+def parse_xcatfab_counts(text: str) -> dict:
+    """``HOST: connections=N commands=N`` (XCATFAB_COUNTS=1) -> per host."""
+    return {m.group(1): {"connections": int(m.group(2)), "commands": int(m.group(3))}
+            for m in _COUNTS.finditer(text)}
+
+
+_PYINFRA_CHANGED = re.compile(r"^\s*\[(\S+)\] (?:Success|Changed)\b", re.M)
+
+
+def parse_pyinfra(text: str) -> dict:
+    """Per host ``changed`` operations, from pyinfra's "[host] Success" lines.
+
+    pyinfra prints ``[host] Success`` for an operation that ran commands and
+    ``[host] No changes`` for one that had nothing to do.
+    """
+    hosts: dict = {}
+    for m in _PYINFRA_CHANGED.finditer(text):
+        hosts.setdefault(m.group(1), {"changed": 0})["changed"] += 1
+    for m in re.finditer(r"^\s*\[(\S+)\] No changes\b", text, re.M):
+        hosts.setdefault(m.group(1), {"changed": 0})
+    return hosts
+
+
+def count_accepted(log_text: str) -> int:
+    """Authenticated SSH connections in an sshd log excerpt."""
+    return sum(1 for line in log_text.splitlines() if "Accepted publickey for" in line)
+
+
+_ST_FORK = re.compile(r"^(\d+)\s+(?:<\.\.\.\s+)?(?:clone3|clone|vfork|fork)\b.*=\s+(\d+)\s*$")
+_ST_EXEC = re.compile(r'^(\d+)\s+execve\("([^"]*)",\s*\[(.*?)\](?:,|\s*<unfinished)')
+_ST_EXEC_DONE = re.compile(r"^(\d+)\s+(?:<\.\.\.\s+execve resumed>.*|execve\(.*\))\s*=\s+(-?\d+)")
+_ST_ARG = re.compile(r'"((?:[^"\\]|\\.)*)"(\.\.\.)?')
+
+
+def parse_strace(text: str, root: int) -> dict:
+    """Connections, sessions and commands from ``strace -f -e trace=execve,clone,clone3,fork,vfork``
+    of an OpenSSH listener (pid ``root``).
+
+    The listener forks one process per connection, which re-executes sshd (the
+    monitor) and forks the pre-authentication child first. After login the
+    monitor (root logins) or its post-authentication child (other users) forks
+    one process per session: that process either executes the user's shell with
+    the command (``bash -c CMD``) or serves a subsystem in-process
+    (internal-sftp, no exec). Lines of concurrent processes interleave (a child
+    may exec before its parent's ``clone`` returns in the trace), so the
+    process tree is built first.
+    """
+    children: dict = {}
+    execs: dict = {}  # pid -> [(path, argv)] of successful execs, in order
+    pending: dict = {}
+    for line in text.splitlines():
+        m = _ST_FORK.match(line)
+        if m:
+            children.setdefault(int(m.group(1)), []).append(int(m.group(2)))
+            continue
+        m = _ST_EXEC.match(line)
+        if m:
+            argv = [a.group(1) + ("..." if a.group(2) else "") for a in _ST_ARG.finditer(m.group(3))]
+            pending[int(m.group(1))] = (m.group(2), argv)
+        m = _ST_EXEC_DONE.match(line)
+        if m:
+            pid = int(m.group(1))
+            call = pending.pop(pid, None)
+            if call is not None and int(m.group(2)) == 0:
+                execs.setdefault(pid, []).append(call)
+
+    def only_sshd(pid: int) -> bool:
+        return all(path.endswith(("/sshd", "/sshd-session")) for path, _ in execs.get(pid, []))
+
+    monitors = children.get(root, [])
+    sessions = []
+    for monitor in monitors:
+        for kid in children.get(monitor, [])[1:]:  # [0]: the pre-authentication child
+            if not execs.get(kid) and children.get(kid) and only_sshd(kid):
+                sessions += children[kid]  # a post-authentication child: its children are the sessions
+            else:
+                sessions.append(kid)
+    commands = [execs[pid][0][1] for pid in sessions if pid in execs]
+    return {"connections": len(monitors), "sessions": len(sessions), "commands": len(commands),
+            "subsystem_sessions": len(sessions) - len(commands),
+            "command_lines": [_command_text(argv) for argv in commands]}
+
+
+def _command_text(argv: list) -> str:
+    if len(argv) >= 3 and argv[1] == "-c":
+        return argv[2]
+    return " ".join(argv)
+
+
+def fmt_s(value: Optional[float]) -> str:
+    return "–" if value is None else f"{value:.2f} s"
+
+
+def fmt_ratio(value: Optional[float]) -> str:
+    return "–" if value is None else f"{value:.2f}×"
+
+
+def noop_table(n: int, stats: dict, tools: list) -> str:
+    """Markdown table of one N: median/min/max and × floor (floor of the same N)."""
+    floor = (stats.get("floor") or {}).get("median")
+    lines = [f"| N={n}, no-op converge | median | min | max | × floor (median) | runs | changed (sum) |",
+             "|---|---|---|---|---|---|---|"]
+    for tool in tools:
+        s = stats.get(tool)
+        if not s:
+            continue
+        changed = s.get("changed_total")
+        lines.append(f"| {LABELS.get(tool, tool)} | {fmt_s(s['median'])} | {fmt_s(s['min'])} | {fmt_s(s['max'])} | "
+                     f"{fmt_ratio(ratio(s['median'], floor))} | {s['n']} | "
+                     f"{'–' if changed is None else changed} |")
+    return "\n".join(lines)
+
+
+def summary_table(ns: list, noop: dict, tools: list) -> str:
+    """One row per tool, one column per N (median), plus the × floor range."""
+    head = "| no-op converge, median | " + " | ".join(f"N={n}" for n in ns) + " | × floor |"
+    lines = [head, "|---|" + "---|" * (len(ns) + 1)]
+    for tool in tools:
+        cells, ratios = [], []
+        for n in ns:
+            s = (noop.get(str(n)) or {}).get(tool) or {}
+            floor = ((noop.get(str(n)) or {}).get("floor") or {}).get("median")
+            cells.append(fmt_s(s.get("median")))
+            r = ratio(s.get("median"), floor)
+            if r is not None:
+                ratios.append(r)
+        span = "–" if not ratios else (f"{min(ratios):.2f}" if len(ratios) == 1 or round(min(ratios), 2) ==
+                                        round(max(ratios), 2) else f"{min(ratios):.2f}–{max(ratios):.2f}")
+        lines.append(f"| {LABELS.get(tool, tool)} | " + " | ".join(cells) + f" | {span} |")
+    return "\n".join(lines)
+
+
+def first_table(ns: list, first: dict, tools: list) -> str:
+    head = "| first converge from a reset host (wall time) | " + " | ".join(f"N={n}" for n in ns) + " |"
+    lines = [head, "|---|" + "---|" * len(ns)]
+    for tool in tools:
+        if tool == "floor":
+            continue
+        cells = []
+        for n in ns:
+            r = (first.get(str(n)) or {}).get(tool)
+            if not r:
+                cells.append("–")
+            elif r.get("rc"):
+                cells.append(f"{fmt_s(r['seconds'])} (FAILED rc={r['rc']})")
+            else:
+                cells.append(fmt_s(r["seconds"]))
+        lines.append(f"| {LABELS.get(tool, tool)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def counts_table(counts: dict, tools: list) -> str:
+    lines = ["| per converged host, one no-op run | SSH connections (sshd log) | SSH sessions (strace) | "
+             "commands run (strace) | tool's own count |",
+             "|---|---|---|---|---|"]
+    for tool in tools:
+        c = counts.get(tool)
+        if not c:
+            continue
+        own = c.get("self_reported") or "–"
+        lines.append(f"| {LABELS.get(tool, tool)} | {c.get('accepted', '–')} | {c.get('sessions', '–')} | "
+                     f"{c.get('commands', '–')} | {own} |")
+    return "\n".join(lines)
+
+
+def markdown_section(results: dict) -> str:
+    """The body of BENCHMARKS.md's "Converge" section (without its heading)."""
+    ns = results["ns"]
+    tools = results["tools"]
+    m = results["machine"]
+    v = results["versions"]
+    out = [
+        f"Measured {results['date']} with `{results.get('command', 'make bench')}` on the lab "
+        f"(hosts {', '.join(results['hosts'])}); {results['runs']} no-op runs per tool and N, in rotating "
+        "round-robin order; every ratio is to the floor of the same N in the same run. "
+        "Not a test: nothing asserts a time. Raw data: bench/results/ (git-ignored).",
+        "",
+        f"Machine: {m.get('cpu_model')}, {m.get('nproc')} cores, {m.get('memory')}, kernel {m.get('kernel')}, "
+        f"{m.get('os')}; {m.get('openssh')}; {m.get('docker')}.",
+        "",
+        "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
+        "",
+        f"xcatfab was run as: {results['xcatfab_mode']}.",
+        "",
+        summary_table(ns, results["noop"], tools),
+        "",
+    ]
+    goal = goal_line(ns, results["noop"])
+    if goal:
+        out += [goal, ""]
+    for n in ns:
+        out += [noop_table(n, results["noop"].get(str(n), {}), tools), ""]
+    if results.get("first"):
+        out += [first_table(ns, results["first"], tools), ""]
+    if results.get("counts"):
+        out += [counts_table(results["counts"], tools), ""]
+    if results.get("notes"):
+        out += ["Notes:", ""] + [f"- {note}" for note in results["notes"]] + [""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def goal_line(ns: list, noop: dict) -> str:
+    """Issue 7's goal, read off the medians: xcatfab <= 2x the floor and below pyinfra at every N."""
+    parts = []
+    for n in ns:
+        stats = noop.get(str(n)) or {}
+        x = (stats.get("xcatfab") or {}).get("median")
+        f = (stats.get("floor") or {}).get("median")
+        p = (stats.get("pyinfra") or {}).get("median")
+        if x is None or f is None:
+            continue
+        text = f"N={n}: {x / f:.2f}× floor" + (" (≤ 2×)" if x <= 2 * f else " (MORE than 2×)")
+        if p is not None:
+            text += ", below pyinfra" if x < p else ", NOT below pyinfra"
+        parts.append(text)
+    return ("Goal of issue 7 (xcatfab's median ≤ 2× the floor and below pyinfra at every N): " + "; ".join(parts)
+            + ".") if parts else ""
+
+
+def replace_section(document: str, title: str, body: str) -> str:
+    """``document`` with the ``## title`` section's body replaced (appended when absent).
+
+    The section runs to the next ``## `` heading; other sections are kept as they are.
+    """
+    heading = f"## {title}"
+    lines = document.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == heading), None)
+    block = [heading, ""] + body.rstrip("\n").splitlines() + [""]
+    if start is None:
+        if not lines:
+            lines = ["# Benchmarks", ""]
+        elif lines[-1].strip():
+            lines.append("")
+        return "\n".join(lines + block).rstrip("\n") + "\n"
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return "\n".join(lines[:start] + block + lines[end:]).rstrip("\n") + "\n"
+
+
+# ============================================================== environment
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", flush=True)
+
+
+def cache_root() -> Path:
+    from tasks.lab import cache_dir
+
+    return cache_dir()
+
+
+def ensure_venv(name: str, requirements: Path) -> Path:
+    """A virtualenv for a peer, created once and reused while its requirements are unchanged."""
+    venv = cache_root() / "bench-venvs" / name
+    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()
+    stamp = venv / ".bench-requirements"
+    if stamp.is_file() and stamp.read_text().strip() == digest and (venv / "bin" / "python").exists():
+        return venv
+    log(f"creating the {name} virtualenv in {venv} from {requirements.relative_to(ROOT)} (PyPI)")
+    if venv.exists():
+        shutil.rmtree(venv)
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    base = getattr(sys, "_base_executable", None) or sys.executable
+    subprocess.run([base, "-m", "venv", str(venv)], check=True)
+    proc = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
+                           "-r", str(requirements)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: pip install -r {requirements} failed:\n{proc.stdout}{proc.stderr}")
+    stamp.write_text(digest + "\n")
+    return venv
+
+
+def _out(argv: list, **kw) -> str:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, **kw)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return (proc.stdout + proc.stderr).strip()
+
+
+def tool_versions(venvs: dict) -> dict:
+    versions = {"Python (xcatfab)": platform.python_version()}
+    try:
+        from importlib.metadata import version
+
+        for pkg in ("fabric", "invoke", "paramiko"):
+            versions[pkg] = version(pkg)
+    except Exception:
+        pass
+    if "pyinfra" in venvs:
+        versions["pyinfra"] = _out([str(venvs["pyinfra"] / "bin" / "pyinfra"), "--version"]).split()[-1].lstrip("v")
+    if "ansible" in venvs:
+        py = str(venvs["ansible"] / "bin" / "python")
+        code = ("from importlib.metadata import version as v; import json, glob;"
+                "m = glob.glob(__import__('sys').prefix + '/lib/python*/site-packages/ansible_collections/"
+                "community/docker/MANIFEST.json');"
+                "print(v('ansible'), v('ansible-core'), json.load(open(m[0]))['collection_info']['version'])")
+        parts = _out([py, "-c", code]).split()
+        if len(parts) == 3:
+            versions["ansible"] = parts[0]
+            versions["ansible-core"] = parts[1]
+            versions["community.docker"] = parts[2]
+    return versions
+
+
+def machine_info() -> dict:
+    info = {"nproc": os.cpu_count(), "kernel": platform.release()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                info["memory"] = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB RAM"
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                info["os"] = line.split("=", 1)[1].strip('"')
+    except OSError:
+        pass
+    info["openssh"] = _out(["ssh", "-V"]).splitlines()[0] if _out(["ssh", "-V"]) else "ssh ?"
+    info["docker"] = _out(["docker", "--version"]) or "docker ?"
+    return info
+
+
+def ensure_iso() -> dict:
+    """The benchmark's 64 MiB ISO (deterministic content), built once with xorriso and cached."""
+    directory = cache_root() / "bench"
+    iso = directory / ISO_NAME
+    meta = directory / (ISO_NAME + ".json")
+    if iso.is_file() and meta.is_file():
+        data = json.loads(meta.read_text())
+        if data.get("size") == iso.stat().st_size:
+            return data
+    log(f"building {iso} (xorriso, {ISO_PAYLOAD // (1024 * 1024)} MiB payload)")
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        payload = Path(tmp) / "payload"
+        payload.mkdir()
+        rng = random.Random(7)
+        with open(payload / "data.bin", "wb") as fh:
+            left = ISO_PAYLOAD
+            while left:
+                chunk = min(left, 1 << 20)
+                fh.write(rng.randbytes(chunk))
+                left -= chunk
+        subprocess.run(["xorriso", "-as", "mkisofs", "-quiet", "-V", "XCATFAB_BENCH", "-o", str(iso) + ".tmp",
+                        str(payload)], check=True, capture_output=True)
+    os.replace(str(iso) + ".tmp", iso)
+    sha1, sha256 = hashlib.sha1(), hashlib.sha256()
+    with open(iso, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            sha1.update(block)
+            sha256.update(block)
+    data = {"src": str(iso), "name": ISO_NAME, "size": iso.stat().st_size,
+            "sha1": sha1.hexdigest(), "sha256": sha256.hexdigest()}
+    meta.write_text(json.dumps(data, indent=1) + "\n")
+    return data
+
+
+def acquire_lab(need: int, explicit_hosts: bool):
+    """A healthy lab with at least ``need`` hosts: reused as it is, else brought up.
+
+    With explicit hosts (``--hosts``/``$XCATFAB_BENCH_HOSTS``) an unhealthy or too
+    small lab is an error: other people's hosts are never taken down for a benchmark.
+    """
+    from tasks.lab import _healthy, current_lab, lab_up
+
+    lab = current_lab()
+    if lab is not None and len(lab.hosts) >= need:
+        problems = _healthy(lab)
+        if not problems:
+            return lab
+        if explicit_hosts:
+            raise SystemExit("bench: the lab is not healthy (" + "; ".join(problems) + "); not touching it "
+                             "because hosts were given explicitly")
+    elif lab is not None and explicit_hosts:
+        raise SystemExit(f"bench: the lab has {len(lab.hosts)} hosts, {need} needed; not touching it")
+    log(f"bringing up a lab with {need} hosts (inv lab.up --hosts {need})")
+    return lab_up(need, log=lambda msg: log(f"[lab] {msg}"))
+
+
+# ============================================================== running the tools
+class Runner:
+    """How each tool is run on a list of hosts; one call = one timed run."""
+
+    def __init__(self, lab, hosts: list, venvs: dict, iso: dict, work: Path):
+        self.lab, self.venvs, self.iso, self.work = lab, venvs, iso, work
+        self.fab = str(Path(sys.executable).parent / "fab")
+        self.rollout = xcatfab_has_rollout()
+        self.xcatfab_iso = xcatfab_has_iso_step()
+        # copycds cannot identify the benchmark's ISO by itself (it is no distribution's media).
+        self.sets = (["--set", f"isos={iso['src']} sha256={iso['sha256']} distro={ISO_DISTRO} arch={ISO_ARCH}"]
+                     if self.xcatfab_iso else [])
+        self.inventories: dict = {}
+        self.seq = 0
+        self.write_inventories(hosts)
+
+    # -- inventories for the peers, one per host list
+    def write_inventories(self, hosts: list) -> None:
+        from bench.peers.inventory import ansible_inventory, host_spec, pyinfra_inventory, rw_binds_are_drift
+        from tasks.inventory import load_hosts
+
+        cfgs = {c.name: c for c in load_hosts(str(self.lab.inventory), names=hosts)}
+        specs = {h: host_spec(cfgs[h], self.iso) for h in hosts}
+        connect = {h: {"address": cfgs[h].connect_address, "key": str(self.lab.ssh_key),
+                       "known_hosts": str(self.lab.known_hosts)} for h in hosts}
+        self.specs, self.connect = specs, connect
+        # Ansible and xcatfab must agree on what converged means, or they recreate each
+        # other's container on every alternation (see rw_binds_are_drift).
+        self.rw_drift = any(rw_binds_are_drift(cfgs[h]) for h in hosts)
+        self.volume_comparison = "ignore" if self.rw_drift else "strict"
+        self.ansible_inventory, self.pyinfra_inventory = ansible_inventory, pyinfra_inventory
+
+    def inventory_for(self, hosts: list) -> dict:
+        key = ",".join(hosts)
+        if key not in self.inventories:
+            d = self.work / "inventories" / key.replace(",", "_")
+            d.mkdir(parents=True, exist_ok=True)
+            specs = {h: self.specs[h] for h in hosts}
+            (d / "ansible.yml").write_text(self.ansible_inventory(specs, str(self.lab.ssh_config),
+                                                                  self.volume_comparison))
+            (d / "pyinfra_inventory.py").write_text(self.pyinfra_inventory(specs, self.connect))
+            self.inventories[key] = d
+        return {"ansible": self.inventories[key] / "ansible.yml",
+                "pyinfra": self.inventories[key] / "pyinfra_inventory.py"}
+
+    def xcatfab_mode(self) -> str:
+        how = ("`fab rollout --inventory INV --limit H1,H2,...` (one process)" if self.rollout
+               else "N parallel `fab -H HOST deploy --inventory INV` processes (tasks/rollout.py had no "
+                    "`fab rollout` yet)")
+        iso = ("with the ISO (`--set isos=...`)" if self.xcatfab_iso
+               else "WITHOUT the ISO: xcatfab's deploy had no iso step yet, the peers stage it")
+        return f"{how}, {iso}"
+
+    def _env(self, venv: Optional[Path] = None, **extra) -> dict:
+        env = dict(os.environ)
+        env.pop("VIRTUAL_ENV", None)
+        # As installed for an admin: Python may cache bytecode (with PYTHONDONTWRITEBYTECODE set,
+        # as in some CI shells, xcatfab's editable sources would be recompiled on every run).
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        if venv is not None:
+            env["PATH"] = f"{venv / 'bin'}:{env.get('PATH', '')}"
+        env.update({k: str(v) for k, v in extra.items()})
+        return env
+
+    def commands(self, tool: str, hosts: list) -> list:
+        """[(argv, env, cwd)] started together for one run of ``tool`` on ``hosts``."""
+        if tool == "floor":
+            return [(["ssh", "-F", str(self.lab.ssh_config), h, "true"], self._env(), None) for h in hosts]
+        if tool == "xcatfab":
+            env = self._env(XCATFAB_COUNTS="1")
+            inv = str(self.lab.inventory)
+            if self.rollout:
+                return [([self.fab, "rollout", "--inventory", inv, "--limit", ",".join(hosts), *self.sets],
+                         env, str(ROOT))]
+            return [([self.fab, "-H", h, "deploy", "--inventory", inv, *self.sets], env, str(ROOT)) for h in hosts]
+        inv = self.inventory_for(hosts)
+        if tool == "pyinfra":
+            venv = self.venvs["pyinfra"]
+            return [([str(venv / "bin" / "pyinfra"), "-y", str(inv["pyinfra"]), "deploy.py"],
+                     self._env(venv), str(PEERS / "pyinfra"))]
+        if tool.startswith("ansible-"):
+            venv = self.venvs["ansible"]
+            profile = tool.split("-", 1)[1]
+            extra = {"ANSIBLE_CONFIG": PEERS / "ansible" / f"ansible-{profile}.cfg",
+                     "ANSIBLE_SSH_CONTROL_PATH_DIR": self.work / "cp" / tool}
+            if profile == "tuned":
+                extra["ANSIBLE_FORKS"] = len(hosts)
+            return [([str(venv / "bin" / "ansible-playbook"), "-i", str(inv["ansible"]),
+                      str(PEERS / "ansible" / "converge.yml")], self._env(venv, **extra), str(PEERS / "ansible"))]
+        raise ValueError(tool)
+
+    def run(self, tool: str, hosts: list) -> dict:
+        """One timed run; the result has seconds, rc, per-host changed and connections."""
+        cmds = self.commands(tool, hosts)
+        cp_dir = None
+        if tool.startswith("ansible-"):
+            cp_dir = Path(cmds[0][1]["ANSIBLE_SSH_CONTROL_PATH_DIR"])
+            shutil.rmtree(cp_dir, ignore_errors=True)
+            cp_dir.mkdir(parents=True)
+        logs = {h: self.lab.host(h).sshd_log for h in hosts}
+        offsets = {h: _size(p) for h, p in logs.items()}
+        outputs = [tempfile.TemporaryFile() for _ in cmds]
+        started = time.perf_counter()
+        procs = [subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL)
+                 for (argv, env, cwd), out in zip(cmds, outputs)]
+        rcs = []
+        for proc in procs:
+            try:
+                rcs.append(proc.wait(timeout=RUN_TIMEOUT))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                rcs.append(proc.wait())
+        seconds = time.perf_counter() - started
+        text = ""
+        for out in outputs:
+            out.seek(0)
+            text += out.read().decode(errors="replace")
+            out.close()
+        self.seq += 1
+        logs_dir = self.work / "logs"
+        logs_dir.mkdir(exist_ok=True)
+        (logs_dir / f"{self.seq:04d}-{tool}-N{len(hosts)}.log").write_text(text)
+        if cp_dir is not None:
+            close_control_masters(cp_dir)
+        time.sleep(0.05)  # sshd writes its log line before the session starts; this is only margin
+        accepted = {h: count_accepted(_read_from(logs[h], offsets[h])) for h in hosts}
+        rc = max(rcs) if rcs else 0
+        return {"seconds": seconds, "rc": rc, "changed": changed_by_host(tool, text, hosts),
+                "connections": accepted, "self_counts": parse_xcatfab_counts(text) if tool == "xcatfab" else {},
+                "output_tail": text[-3000:] if rc else ""}
+
+
+def changed_by_host(tool: str, text: str, hosts: list) -> dict:
+    if tool == "floor":
+        return {h: 0 for h in hosts}
+    parsed = parse_pyinfra(text) if tool == "pyinfra" else parse_recap(text)
+    return {h: (parsed.get(h) or {}).get("changed") for h in hosts}
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _read_from(path: Path, offset: int) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            return fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def close_control_masters(cp_dir: Path) -> None:
+    """Stop the ControlPersist masters a run left behind, so no run inherits a connection."""
+    for sock in cp_dir.iterdir() if cp_dir.is_dir() else []:
+        subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "bench-master"],
+                       capture_output=True, timeout=10)
+
+
+def xcatfab_has_rollout() -> bool:
+    try:
+        from tasks import remote_tasks
+
+        return "rollout" in remote_tasks.ns.task_names
+    except Exception:
+        return False
+
+
+def xcatfab_has_iso_step() -> bool:
+    try:
+        import tasks.remote_tasks  # noqa: F401  (steps may register themselves on import)
+        from tasks.deploy import step_names
+
+        return "iso" in step_names()
+    except Exception:
+        return False
+
+
+# ============================================================== counting
+def count_one(runner: Runner, tool: str, host: str) -> dict:
+    """One untimed run of ``tool`` on ``host`` with its sshd traced: connections, sessions, commands."""
+    lab_host = runner.lab.host(host)
+    pid = lab_host.sshd_pid()
+    trace = runner.work / f"strace-{tool}.txt"
+    st = subprocess.Popen(["strace", "-f", "-qq", "-s", "160", "-e", "trace=execve,clone,clone3,fork,vfork",
+                           "-e", "signal=none", "-p", str(pid), "-o", str(trace)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(0.7)  # strace attaches
+    try:
+        result = runner.run(tool, [host])
+    finally:
+        time.sleep(0.5)
+        st.send_signal(signal.SIGINT)
+        try:
+            st.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            st.kill()
+            st.wait()
+    parsed = parse_strace(trace.read_text(errors="replace"), pid)
+    counts = {"accepted": result["connections"].get(host), **parsed, "rc": result["rc"],
+              "changed": result["changed"].get(host)}
+    own = result["self_counts"].get(host)
+    if tool == "xcatfab" and not own and runner.rollout:
+        # `fab rollout` does not print XCATFAB_COUNTS: ask `fab -H` on the same host (untimed, not traced).
+        argv = [runner.fab, "-H", host, "deploy", "--inventory", str(runner.lab.inventory), *runner.sets]
+        proc = subprocess.run(argv, cwd=str(ROOT), capture_output=True, text=True,
+                              env=runner._env(XCATFAB_COUNTS="1"))
+        own = parse_xcatfab_counts(proc.stdout + proc.stderr).get(host)
+        if own:
+            own = dict(own, via="fab -H")
+    if own:
+        counts["self_reported"] = (f"connections={own['connections']} commands={own['commands']}"
+                                   + (f" (from `{own['via']}`)" if own.get("via") else ""))
+    return counts
+
+
+# ============================================================== phases
+def prepare_images(runner: Runner, hosts: list) -> None:
+    """The image on every host (xcatfab's own image step, untimed): resets keep it from here on."""
+    log(f"image on {', '.join(hosts)} (fab -H ... image, untimed)")
+    proc = subprocess.run([runner.fab, "-H", ",".join(hosts), "image", "--inventory", str(runner.lab.inventory)],
+                          cwd=str(ROOT), capture_output=True, text=True, env=runner._env())
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: the image step failed:\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
+
+
+def run_first(runner: Runner, ns: list, hosts: list, tools: list) -> dict:
+    first: dict = {}
+    for n in ns:
+        chosen = hosts[:n]
+        for tool in tools:
+            if tool == "floor":
+                continue
+            log(f"first converge, N={n}, {tool}: resetting {', '.join(chosen)}")
+            for h in chosen:
+                runner.lab.reset_host(h)
+            result = runner.run(tool, chosen)
+            state = "ok" if result["rc"] == 0 else f"FAILED rc={result['rc']}"
+            log(f"first converge, N={n}, {tool}: {result['seconds']:.2f} s ({state})")
+            if result["rc"]:
+                print(result["output_tail"], file=sys.stderr)
+            first.setdefault(str(n), {})[tool] = {k: result[k] for k in ("seconds", "rc", "changed")}
+    return first
+
+
+def run_warmup(runner: Runner, hosts: list, tools: list) -> list:
+    """Each tool once (xcatfab first and last), so every tool sees converged hosts."""
+    order = [t for t in tools if t != "floor"]
+    if "xcatfab" in order:
+        order = ["xcatfab"] + [t for t in order if t != "xcatfab"] + ["xcatfab"]
+    log_rows = []
+    for tool in order:
+        result = runner.run(tool, hosts)
+        log(f"warm-up {tool}: {result['seconds']:.2f} s rc={result['rc']} changed={result['changed']}")
+        if result["rc"]:
+            print(result["output_tail"], file=sys.stderr)
+        log_rows.append({"tool": tool, "seconds": result["seconds"], "rc": result["rc"], "changed": result["changed"]})
+    return log_rows
+
+
+def run_noop(runner: Runner, ns: list, hosts: list, tools: list, runs: int) -> dict:
+    noop: dict = {}
+    for n in ns:
+        chosen = hosts[:n]
+        raw: dict = {t: [] for t in tools}
+        for r in range(runs):
+            for tool in rotate(tools, r):
+                result = runner.run(tool, chosen)
+                raw[tool].append(result)
+                changed = sum(v or 0 for v in result["changed"].values())
+                flag = "" if result["rc"] == 0 and changed == 0 else f"  <- rc={result['rc']} changed={changed}"
+                log(f"N={n} round {r + 1}/{runs} {tool:16s} {result['seconds']:.3f} s{flag}")
+                if result["rc"]:
+                    print(result["output_tail"], file=sys.stderr)
+        stats = {}
+        for tool, results in raw.items():
+            ok = [x["seconds"] for x in results if x["rc"] == 0]
+            s = summarize(ok)
+            s["runs"] = [round(x["seconds"], 4) for x in results]
+            s["rcs"] = [x["rc"] for x in results]
+            s["changed"] = [x["changed"] for x in results]
+            s["changed_total"] = sum(sum(v or 0 for v in x["changed"].values()) for x in results)
+            s["connections"] = [x["connections"] for x in results]
+            if tool == "xcatfab":
+                s["self_counts"] = [x["self_counts"] for x in results]
+            stats[tool] = s
+        noop[str(n)] = stats
+    return noop
+
+
+def bashrc_overhead(lab, host: str) -> Optional[dict]:
+    """How long a non-interactive shell's ~/.bashrc takes on a lab host (sshd runs it for every command)."""
+    code = "s=$(date +%s%N); . ~/.bashrc >/dev/null 2>&1; e=$(date +%s%N); echo $(( (e - s) / 1000 ))"
+    samples = []
+    for _ in range(5):
+        out = _out(["ssh", "-F", str(lab.ssh_config), host, code])
+        try:
+            samples.append(int(out.splitlines()[-1]) / 1e6)
+        except (ValueError, IndexError):
+            return None
+    return summarize(samples)
+
+
+def main(argv: Optional[list] = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench/converge.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", default=os.environ.get("XCATFAB_BENCH_N", "1,2,4"), help="host counts (default 1,2,4)")
+    parser.add_argument("--runs", type=int, default=int(os.environ.get("XCATFAB_BENCH_RUNS", "5")))
+    parser.add_argument("--hosts", default=None, help="lab hosts to use (default: $XCATFAB_BENCH_HOSTS or "
+                                                      "the lab's first max(N))")
+    parser.add_argument("--tools", default=",".join(TOOLS))
+    parser.add_argument("--skip-first", action="store_true", help="no first-converge phase (no host reset)")
+    parser.add_argument("--skip-counts", action="store_true", help="no strace counting pass")
+    parser.add_argument("--markdown", default=str(MARKDOWN), help="file whose Converge section is rewritten")
+    parser.add_argument("--no-markdown", action="store_true", help="write the JSON only")
+    parser.add_argument("--render", metavar="JSON", help="no run: rewrite the section from a results file")
+    args = parser.parse_args(argv)
+    if args.render:
+        results = json.loads(Path(args.render).read_text())
+        write_markdown(Path(args.markdown), markdown_section(results))
+        return 0
+
+    if os.geteuid() != 0:
+        raise SystemExit("bench: the lab needs root")
+    ns = sorted({int(x) for x in parse_list(args.n)})
+    tools = [t for t in parse_list(args.tools)]
+    unknown = [t for t in tools if t not in TOOLS]
+    if unknown or not ns or args.runs < 1:
+        raise SystemExit(f"bench: bad --tools/--n/--runs ({', '.join(unknown)})")
+    tools = [t for t in TOOLS if t in tools]  # the documented order
+    need = max(ns)
+    explicit = bool(parse_list(args.hosts) or parse_list(os.environ.get("XCATFAB_BENCH_HOSTS")))
+    lab = acquire_lab(need, explicit)
+    hosts = choose_hosts(args.hosts, os.environ.get("XCATFAB_BENCH_HOSTS"), lab.names, need)[:need]
+    log(f"hosts: {', '.join(hosts)}; N = {ns}; {args.runs} runs; tools: {', '.join(tools)}")
+
+    venvs = {}
+    if "pyinfra" in tools:
+        venvs["pyinfra"] = ensure_venv("pyinfra", PEERS / "requirements-pyinfra.txt")
+    if any(t.startswith("ansible") for t in tools):
+        venvs["ansible"] = ensure_venv("ansible", PEERS / "requirements-ansible.txt")
+    iso = ensure_iso()
+    work = cache_root() / "bench" / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    runner = Runner(lab, hosts, venvs, iso, work)
+    results = {
+        "command": " ".join(["python bench/converge.py", *(argv if argv is not None else sys.argv[1:])]),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "ns": ns, "runs": args.runs, "tools": tools, "hosts": hosts,
+        "machine": machine_info(), "versions": tool_versions(venvs),
+        "xcatfab_mode": runner.xcatfab_mode(), "iso": iso,
+        "ansible_volume_comparison": runner.volume_comparison,
+    }
+    log(f"xcatfab: {results['xcatfab_mode']}")
+    for k, v in results["versions"].items():
+        log(f"version: {k} {v}")
+    prepare_images(runner, hosts)
+    if not args.skip_first:
+        results["first"] = run_first(runner, ns, hosts, tools)
+    results["warmup"] = run_warmup(runner, hosts, tools)
+    if not args.skip_counts and shutil.which("strace"):
+        results["counts"] = {}
+        for tool in tools:
+            results["counts"][tool] = count_one(runner, tool, hosts[0])
+            c = results["counts"][tool]
+            log(f"counts {tool}: connections={c['accepted']} sessions={c['sessions']} commands={c['commands']}"
+                + (f" (own: {c['self_reported']})" if c.get("self_reported") else ""))
+    results["bashrc"] = bashrc_overhead(lab, hosts[0])
+    results["noop"] = run_noop(runner, ns, hosts, tools, args.runs)
+    results["notes"] = notes(results, runner)
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = RESULTS / f"converge-{stamp}.json"
+    out.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    log(f"raw results: {out}")
+    body = markdown_section(results)
+    print()
+    print(body)
+    if not args.no_markdown:
+        write_markdown(Path(args.markdown), body)
+    return 0
+
+
+def write_markdown(path: Path, body: str) -> None:
+    doc = path.read_text() if path.exists() else ""
+    path.write_text(replace_section(doc, SECTION, body))
+    log(f"wrote the {SECTION} section of {path}")
+
+
+def notes(results: dict, runner: Runner) -> list:
+    out = []
+    if not runner.xcatfab_iso:
+        out.append("xcatfab's deploy had no ISO step yet: its runs do not stage the ISO, while pyinfra and "
+                   "Ansible stage (and on every no-op run re-hash) the 64 MiB ISO.")
+    if runner.rw_drift:
+        out.append("xcatfab takes a bind spelled `SRC:DST:rw` for drift from its own `SRC:DST` (tasks/container.py "
+                   "compares HostConfig.Binds verbatim), and community.docker always spells binds with `:rw`: the "
+                   "two would recreate each other's container on every alternation. So Ansible's docker_container "
+                   "ran with `comparisons: volumes: ignore` (its binds were NOT compared) in this run.")
+    out.append("The image is kept by `Lab.reset_host`, so no first-converge time includes an image build; "
+               "the peers only check that the image is present (xcatfab checks its build-context label).")
+    out.append("xcatfab's no-op run does not read xCAT's tables when their files are unchanged since it last "
+               "verified them (a stamp of the table files kept on the controller); the peers run "
+               "`tabdump site` in the container every time, as a playbook without such a cache must.")
+    out.append("pyinfra 3.10's docker.container/docker.network only test that the object exists "
+               "(ContainerSpec.diff_from_inspect returns nothing); Ansible's docker_container compares the "
+               "full spec, docker_network driver, options and IPAM.")
+    out.append("Ansible runs get a fresh ControlPath directory and their ControlPersist masters are closed after "
+               "each run, so every run (like every other tool's) opens its connections afresh; a rerun within "
+               "60 s would reuse them. Both Ansible profiles set ansible_python_interpreter=/usr/bin/python3 "
+               "(root's PATH on the lab starts with pyenv shims).")
+    b = results.get("bashrc")
+    if b and b.get("median") is not None:
+        out.append(f"Every SSH command on the lab pays root's ~/.bashrc (pyenv init), {b['median']:.3f} s "
+                   f"median here: bash sources it for commands run by sshd. It is part of the floor too, and "
+                   "weighs on a tool in proportion to the commands it runs per host.")
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""``make bench``: every benchmark, end to end (a thin dispatcher).
+
+    python bench/run.py                      # all benchmarks with their defaults
+    python bench/run.py converge [ARGS...]   # one benchmark, ARGS passed on (see its --help)
+
+Before anything runs, the Debian packages the benchmarks need on this machine
+are installed when missing (as root, with apt-get; nothing is installed when
+all are present). The lab hosts share this machine's filesystem, so the Docker
+SDK installed here is the one Ansible's community.docker modules import on
+the hosts. Each benchmark brings up the lab itself when no healthy lab with
+enough hosts is running.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+#: Benchmarks in the order ``make bench`` runs them: name -> module with ``main(argv) -> int``.
+BENCHMARKS = {
+    "converge": "bench.converge",
+    "iso": "bench.iso",
+}
+
+#: Debian packages -> why the benchmarks need them.
+APT_PACKAGES = {
+    "python3-docker": "Docker SDK for Python: community.docker's modules on the lab hosts (shared filesystem)",
+    "python3-apt": "ansible.builtin.apt on the lab hosts",
+    "strace": "counting SSH sessions and commands at the hosts' sshd",
+    "xorriso": "building the benchmark's ISO",
+}
+
+
+def missing_packages(packages) -> list:
+    missing = []
+    for pkg in packages:
+        proc = subprocess.run(["dpkg-query", "-W", "-f=${Status}", pkg], capture_output=True, text=True)
+        if "install ok installed" not in proc.stdout:
+            missing.append(pkg)
+    return missing
+
+
+def ensure_apt_packages() -> None:
+    missing = missing_packages(APT_PACKAGES)
+    if not missing:
+        return
+    for pkg in missing:
+        print(f"[bench] needs {pkg}: {APT_PACKAGES[pkg]}", flush=True)
+    if os.geteuid() != 0:
+        raise SystemExit("[bench] run as root, or install: apt-get install " + " ".join(missing))
+    print("[bench] installing (apt-get, as root): " + " ".join(missing), flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-q", *missing], check=True, env=env)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        print("benchmarks: " + ", ".join(BENCHMARKS))
+        return 0
+    if argv and not argv[0].startswith("-"):
+        name, rest = argv[0], argv[1:]
+        if name not in BENCHMARKS:
+            raise SystemExit(f"[bench] unknown benchmark {name!r} (have: {', '.join(BENCHMARKS)})")
+        selected = {name: rest}
+    elif argv:
+        raise SystemExit("[bench] name the benchmark the arguments are for: python bench/run.py NAME ARGS "
+                         f"(have: {', '.join(BENCHMARKS)})")
+    else:
+        selected = {name: [] for name in BENCHMARKS}
+    ensure_apt_packages()
+    status = 0
+    for name, args in selected.items():
+        print(f"[bench] === {name}", flush=True)
+        status = importlib.import_module(BENCHMARKS[name]).main(args) or status
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
