@@ -44,6 +44,12 @@ test: venv lab-deps
 demo: venv lab-deps
 	$(BIN)/inv lab.up --hosts 1
 	$(BIN)/fab -H lab1 deploy --inventory $(LAB_STATE)/hosts.ini
+	@echo
+	@echo "xCAT runs in container xcatmn on lab host lab1, at its static address 198.18.0.111 (xcatd on 3001)."
+	@echo "  $(BIN)/fab -H lab1 xcat --inventory $(LAB_STATE)/hosts.ini -- lsdef compute1"
+	@echo "  $(BIN)/fab -H lab1 status --inventory $(LAB_STATE)/hosts.ini"
+	@echo "  ssh -F $(LAB_STATE)/ssh_config lab1 docker ps"
+	@echo "  $(BIN)/inv lab.down        # when done"
 
 bench: venv lab-deps
 	$(BIN)/python bench/run.py
