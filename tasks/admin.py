@@ -1159,9 +1159,6 @@ def teardown_task(c, restore_network=False, purge_data=False, plan=False, invent
     reports = for_each_host(
         cfgs, lambda cfg: run_teardown(cfg, options, out, restore_network, purge_data, plan), pool)
     print_recap(reports, out, table=len(reports) > 1)
-    if os.environ.get("XCATFAB_COUNTS"):
-        for r in reports:
-            out.line(None, f"{r.host}: connections={r.connections} commands={r.commands}")
     if any(r.failed for r in reports):
         raise Exit(code=1)
 

@@ -61,6 +61,15 @@ def container_ip(cfg) -> str:
     return str(cfg.container_ip.ip)
 
 
+def normal_bind(bind: str) -> str:
+    """``SRC:DST[:OPTS]`` with the default ``rw`` dropped: ``a:b:rw`` means ``a:b``
+    (community.docker writes the former, xcatfab the latter)."""
+    src, _, rest = bind.partition(":")
+    dst, _, opts = rest.partition(":")
+    kept = sorted(o for o in opts.split(",") if o and o != "rw")
+    return f"{src}:{dst}" + (":" + ",".join(kept) if kept else "")
+
+
 def binds(cfg) -> list[str]:
     data = cfg.data_dir.rstrip("/")
     return sorted([
@@ -197,8 +206,9 @@ def container_diff(cfg, ctr: dict, image: dict) -> list[str]:
                 diffs.append(f"{label} {_caps(have)} -> {_caps(want)}")
         if sorted(host.get("DeviceCgroupRules") or []) != sorted(DEVICE_RULES):
             diffs.append("loop device cgroup rules")
-    if sorted(host.get("Binds") or []) != binds(cfg):
-        diffs.append(f"mounts {sorted(host.get('Binds') or [])} -> {binds(cfg)}")
+    have_binds = sorted(normal_bind(b) for b in host.get("Binds") or [])
+    if have_binds != [normal_bind(b) for b in binds(cfg)]:
+        diffs.append(f"mounts {have_binds} -> {binds(cfg)}")
     have_env = dict(item.split("=", 1) for item in config.get("Env") or [] if "=" in item)
     for key, value in env(cfg).items():
         if have_env.get(key) != value:

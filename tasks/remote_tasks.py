@@ -16,8 +16,6 @@ host-key checking (tasks/ssh.py).
 
 from __future__ import annotations
 
-import os
-
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
@@ -87,8 +85,6 @@ def run_steps(c, names, inventory=None, set=None, plan=False, accept_new_host_ke
     out = Output()
     report = run_host(cfg, names, options, out)
     print_recap([report], out, table=False)
-    if os.environ.get("XCATFAB_COUNTS"):
-        out.line(None, f"{cfg.name}: connections={report.connections} commands={report.commands}")
     if report.failed:
         raise Exit(code=1)
     return report

@@ -8,6 +8,7 @@ prefix under a lock, so lines never interleave.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -105,6 +106,10 @@ def print_recap(reports: list, out: Optional[Output] = None, table: bool = True)
     out.line(None, "RECAP " + "*" * 60)
     for report in reports:
         out.line(None, report.recap_line(width))
+    if os.environ.get("XCATFAB_COUNTS"):
+        # What a run cost each host, for benchmarks and tests of the no-op budget.
+        for report in reports:
+            out.line(None, f"{report.host}: connections={report.connections} commands={report.commands}")
     if not table or not reports:
         return
     try:

@@ -263,3 +263,12 @@ def test_node_stanza_carries_the_password_only_in_stdin_text():
     stanza = xcat.node_stanza("compute1", {"bmc": "198.18.0.50", "bmcpassword": secret})
     assert stanza == "compute1:\n    objtype=node\n    bmc=198.18.0.50\n    bmcpassword=s3cr3t!\n"
     assert "s3cr3t" not in f"{secret} {secret!r} {[secret]}"
+
+
+def test_binds_compare_with_the_default_rw_dropped():
+    c = cfg()
+    ctr = converged_container(c)
+    ctr["HostConfig"]["Binds"] = [b if b.endswith(":ro") else b + ":rw" for b in container.binds(c)]
+    assert container.container_diff(c, ctr, {"Id": "sha256:img"}) == []
+    ctr["HostConfig"]["Binds"][0] = ctr["HostConfig"]["Binds"][0].replace(":rw", ":ro")
+    assert container.container_diff(c, ctr, {"Id": "sha256:img"})[0].startswith("mounts")
