@@ -18,7 +18,12 @@ full spec, site.master set, one 64 MiB ISO with a checksum in iso_dir):
   (bench/peers/requirements-*.txt, created once under
   ``~/.cache/xcatfab/bench-venvs``).
 
-Phases: (1) first converge by N: every tool from freshly reset hosts
+Hosts: ``--hosts`` or ``$XCATFAB_BENCH_HOSTS`` (a healthy lab must have them;
+it is never touched then), else the first max(N) hosts of a healthy lab,
+else ``lab_up(max(N))``.
+
+Phases: (0) the image on every host (xcatfab's ``image`` step, untimed);
+(1) first converge by N: every tool from freshly reset hosts
 (``Lab.reset_host``; the image is kept, so no image build is timed);
 (2) warm-up: each tool once more, so all agree the hosts are converged;
 (3) counts on one converged host: SSH connections (the host's sshd.log
@@ -26,7 +31,8 @@ Phases: (1) first converge by N: every tool from freshly reset hosts
 every session sshd forks, and the program it runs), besides xcatfab's own
 ``XCATFAB_COUNTS``; (4) no-op runs: ``--runs`` rounds per N, the tools in
 rotating round-robin order so the machine's drift hits them all alike;
-median/min/max and the ratio to the floor of the same N.
+median/min/max and the ratio to the floor of the same N, over the runs that
+were clean no-ops (exit 0, nothing changed; the others stay in the raw data).
 
 Not a test: nothing here asserts a time. Results: JSON in bench/results/
 (git-ignored) and the "Converge" section of BENCHMARKS.md.
@@ -227,16 +233,16 @@ def fmt_ratio(value: Optional[float]) -> str:
 def noop_table(n: int, stats: dict, tools: list) -> str:
     """Markdown table of one N: median/min/max and × floor (floor of the same N)."""
     floor = (stats.get("floor") or {}).get("median")
-    lines = [f"| N={n}, no-op converge | median | min | max | × floor (median) | runs | changed (sum) |",
+    lines = [f"| N={n}, no-op converge | median | min | max | × floor (median) | runs | left out |",
              "|---|---|---|---|---|---|---|"]
     for tool in tools:
         s = stats.get(tool)
         if not s:
             continue
-        changed = s.get("changed_total")
+        left_out = s.get("excluded") or 0
         lines.append(f"| {LABELS.get(tool, tool)} | {fmt_s(s['median'])} | {fmt_s(s['min'])} | {fmt_s(s['max'])} | "
                      f"{fmt_ratio(ratio(s['median'], floor))} | {s['n']} | "
-                     f"{'–' if changed is None else changed} |")
+                     f"{left_out or '–'} |")
     return "\n".join(lines)
 
 
@@ -323,6 +329,8 @@ def markdown_section(results: dict) -> str:
         out += [first_table(ns, results["first"], tools), ""]
     if results.get("counts"):
         out += [counts_table(results["counts"], tools), ""]
+    out += ["Runs that failed or changed anything are no no-op runs: they are left out of the statistics "
+            "(column \"left out\"; the raw data keeps them).", ""]
     if results.get("notes"):
         out += ["Notes:", ""] + [f"- {note}" for note in results["notes"]] + [""]
     return "\n".join(out).rstrip() + "\n"
@@ -640,6 +648,24 @@ class Runner:
                 "output_tail": text[-3000:] if rc else ""}
 
 
+def restat(s: dict) -> dict:
+    """``s`` (raw ``runs``/``rcs``/``changed`` lists of one tool and N) with its statistics (re)computed.
+
+    A run that failed or changed something was no no-op: it stays in the raw lists, not in the statistics.
+    """
+    runs = [{"seconds": t, "rc": rc, "changed": ch} for t, rc, ch in zip(s["runs"], s["rcs"], s["changed"])]
+    ok = [r["seconds"] for r in runs if is_noop(r)]
+    s = dict(s, **summarize(ok))
+    s["excluded"] = len(runs) - len(ok)
+    s["changed_total"] = sum(sum(v or 0 for v in r["changed"].values()) for r in runs)
+    return s
+
+
+def is_noop(result: dict) -> bool:
+    """A clean no-op run: exit status 0 and nothing changed on any host (unknown counts as changed)."""
+    return result["rc"] == 0 and all(v == 0 for v in result["changed"].values())
+
+
 def changed_by_host(tool: str, text: str, hosts: list) -> dict:
     if tool == "floor":
         return {h: 0 for h in hosts}
@@ -787,16 +813,11 @@ def run_noop(runner: Runner, ns: list, hosts: list, tools: list, runs: int) -> d
                     print(result["output_tail"], file=sys.stderr)
         stats = {}
         for tool, results in raw.items():
-            ok = [x["seconds"] for x in results if x["rc"] == 0]
-            s = summarize(ok)
-            s["runs"] = [round(x["seconds"], 4) for x in results]
-            s["rcs"] = [x["rc"] for x in results]
-            s["changed"] = [x["changed"] for x in results]
-            s["changed_total"] = sum(sum(v or 0 for v in x["changed"].values()) for x in results)
-            s["connections"] = [x["connections"] for x in results]
+            s = {"runs": [round(x["seconds"], 4) for x in results], "rcs": [x["rc"] for x in results],
+                 "changed": [x["changed"] for x in results], "connections": [x["connections"] for x in results]}
             if tool == "xcatfab":
                 s["self_counts"] = [x["self_counts"] for x in results]
-            stats[tool] = s
+            stats[tool] = restat(s)
         noop[str(n)] = stats
     return noop
 
@@ -829,6 +850,9 @@ def main(argv: Optional[list] = None) -> int:
     args = parser.parse_args(argv)
     if args.render:
         results = json.loads(Path(args.render).read_text())
+        for stats in results.get("noop", {}).values():
+            for tool in stats:
+                stats[tool] = restat(stats[tool])
         write_markdown(Path(args.markdown), markdown_section(results))
         return 0
 
@@ -903,6 +927,12 @@ def write_markdown(path: Path, body: str) -> None:
 
 def notes(results: dict, runner: Runner) -> list:
     out = []
+    if runner.xcatfab_iso:
+        out.append(f"The ISO ({results['iso']['size'] / 2**20:.1f} MiB): xcatfab's iso step records the sha256 it "
+                   "computed while staging, so a no-op run reads no ISO; it also runs copycds "
+                   f"(`-n {ISO_DISTRO} -a {ISO_ARCH}`: the benchmark's ISO is no distribution's media) on the first "
+                   "converge. The peers only stage the file (Ansible: copy with checksum; pyinfra: files.put) and "
+                   "re-hash it (sha1) on every run, as those modules do.")
     if not runner.xcatfab_iso:
         out.append("xcatfab's deploy had no ISO step yet: its runs do not stage the ISO, while pyinfra and "
                    "Ansible stage (and on every no-op run re-hash) the 64 MiB ISO.")

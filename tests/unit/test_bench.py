@@ -84,6 +84,21 @@ def test_parse_pyinfra_counts_operations_that_ran_commands():
     assert converge.parse_pyinfra(text) == {"lab2": {"changed": 1}, "lab3": {"changed": 0}}
 
 
+def test_restat_leaves_out_runs_that_were_no_no_op():
+    raw = {"runs": [0.5, 0.4, 3.0, 0.6, 9.9], "rcs": [0, 0, 0, 0, 1],
+           "changed": [{"a": 0}, {"a": 0}, {"a": 2}, {"a": 0}, {"a": 0}]}
+    s = converge.restat(raw)
+    assert (s["median"], s["min"], s["max"], s["n"], s["excluded"]) == (0.5, 0.4, 0.6, 3, 2)
+    assert s["changed_total"] == 2 and s["runs"] == raw["runs"]
+
+
+def test_is_noop():
+    assert converge.is_noop({"rc": 0, "changed": {"lab2": 0, "lab3": 0}})
+    assert not converge.is_noop({"rc": 0, "changed": {"lab2": 0, "lab3": 2}})
+    assert not converge.is_noop({"rc": 1, "changed": {"lab2": 0}})
+    assert not converge.is_noop({"rc": 0, "changed": {"lab2": None}})  # output not understood
+
+
 def test_changed_by_host_floor_is_zero():
     assert converge.changed_by_host("floor", "", ["lab2"]) == {"lab2": 0}
     assert converge.changed_by_host("xcatfab", "", ["lab2"]) == {"lab2": None}
@@ -149,7 +164,7 @@ RESULTS = {
               "pyinfra": {"median": 1.8, "min": 1.7, "max": 2.0, "n": 5, "changed_total": 0}},
         "2": {"floor": {"median": 0.4, "min": 0.38, "max": 0.45, "n": 5, "changed_total": 0},
               "xcatfab": {"median": 0.6, "min": 0.55, "max": 0.7, "n": 5, "changed_total": 0},
-              "pyinfra": {"median": 2.8, "min": 2.6, "max": 3.1, "n": 5, "changed_total": 0}},
+              "pyinfra": {"median": 2.8, "min": 2.6, "max": 3.1, "n": 4, "changed_total": 1, "excluded": 1}},
     },
     "first": {"1": {"xcatfab": {"seconds": 4.0, "rc": 0}, "pyinfra": {"seconds": 9.0, "rc": 2}}},
     "counts": {"xcatfab": {"accepted": 1, "sessions": 1, "commands": 1,
@@ -162,8 +177,8 @@ def test_noop_table_ratios_to_the_same_n_floor():
     table = converge.noop_table(2, RESULTS["noop"]["2"], RESULTS["tools"])
     rows = table.splitlines()
     assert rows[0].startswith("| N=2, no-op converge | median | min | max | × floor")
-    assert "| xcatfab | 0.60 s | 0.55 s | 0.70 s | 1.50× | 5 | 0 |" in rows
-    assert "| pyinfra | 2.80 s | 2.60 s | 3.10 s | 7.00× | 5 | 0 |" in rows
+    assert "| xcatfab | 0.60 s | 0.55 s | 0.70 s | 1.50× | 5 | – |" in rows
+    assert "| pyinfra | 2.80 s | 2.60 s | 3.10 s | 7.00× | 4 | 1 |" in rows
 
 
 def test_summary_table_one_column_per_n():
