@@ -984,7 +984,7 @@ class Teardown:
                 facts = read_facts(run.remote, cfg, ("host", "bridge"))
             except Exception as exc:  # the session is gone: open a new one
                 problem = f"lost the connection ({type(exc).__name__})"
-                if not self._reconnect(deadline):
+                if not self.run.replace_connection(deadline):
                     break
                 continue
             status = facts.kv("admin.state").get("restore-apply", "")
@@ -1008,7 +1008,7 @@ class Teardown:
             time.sleep(1)
         end = deadline + 60
         while time.monotonic() < end:
-            if self._reconnect(end):
+            if self.run.replace_connection(end):
                 try:
                     facts = read_facts(run.remote, cfg, ("host", "bridge"))
                 except Exception:
@@ -1022,26 +1022,6 @@ class Teardown:
             time.sleep(2)
         raise StepFailed(f"network restore not confirmed ({problem}) and the host is unreachable "
                          f"{cfg.rollback_seconds + 60}s later: check its console")
-
-    def _reconnect(self, deadline: float) -> bool:
-        """Replace the connection with a new one; False once ``deadline`` passes."""
-        run = self.run
-        while time.monotonic() < deadline:
-            try:
-                fresh = run.reconnect()
-            except Exception:
-                time.sleep(1)
-                continue
-            run.shared["commands_before_reconnect"] = (
-                run.shared.get("commands_before_reconnect", 0) + run.remote.commands)
-            try:
-                run.remote.close()
-            except Exception:
-                pass
-            run.remote = fresh
-            run.shared["connections"] = run.shared.get("connections", 1) + 1
-            return True
-        return False
 
 
 def run_teardown(cfg, options: ConnectOptions, out: Output, restore_network: bool = False,

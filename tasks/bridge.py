@@ -261,7 +261,7 @@ class BridgeStep(Step):
                 facts = gather(run.remote, ("host", "bridge"), run.context)
             except Exception as exc:  # the session is gone: open a new one
                 problem = f"lost the connection ({type(exc).__name__})"
-                if not _reconnect(run, deadline):
+                if not run.replace_connection(deadline):
                     break
                 continue
             status = facts.kv("bridge.rollback").get("apply", "")
@@ -290,7 +290,7 @@ class BridgeStep(Step):
             time.sleep(1)
         end = deadline + 60
         while time.monotonic() < end:
-            if _reconnect(run, end):
+            if run.replace_connection(end):
                 try:
                     facts = gather(run.remote, ("host", "bridge"), run.context)
                 except Exception:
@@ -310,23 +310,3 @@ class BridgeStep(Step):
 def _bundle(rollback: str, apply_script: str) -> str:
     """Both scripts on one stdin, split by the launcher at the marker line."""
     return rollback + "\n#@@xcatfab-split@@\n" + apply_script
-
-
-def _reconnect(run, deadline) -> bool:
-    """Replace run.remote with a new connection; False once ``deadline`` passes."""
-    while time.monotonic() < deadline:
-        try:
-            fresh = run.reconnect()
-        except Exception:
-            time.sleep(1)
-            continue
-        run.shared["commands_before_reconnect"] = (
-            run.shared.get("commands_before_reconnect", 0) + run.remote.commands)
-        try:
-            run.remote.close()
-        except Exception:
-            pass
-        run.remote = fresh
-        run.shared["connections"] = run.shared.get("connections", 1) + 1
-        return True
-    return False

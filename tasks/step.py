@@ -17,6 +17,7 @@ verifies the step (its plan must now be empty) and feeds the next steps.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -140,3 +141,24 @@ class Run:
     def say(self, text: str) -> None:
         if self.out is not None:
             self.out.line(self.cfg.name, text)
+
+    def replace_connection(self, deadline: float) -> bool:
+        """Open a new connection (retrying) and use it from now on; False once
+        ``deadline`` (a time.monotonic() value) passes. The old connection's
+        command count is kept, so the run's totals stay right."""
+        while time.monotonic() < deadline:
+            try:
+                fresh = self.reconnect()
+            except Exception:  # the host is still unreachable: try again
+                time.sleep(1)
+                continue
+            self.shared["commands_before_reconnect"] = (
+                self.shared.get("commands_before_reconnect", 0) + self.remote.commands)
+            try:
+                self.remote.close()
+            except Exception:
+                pass
+            self.remote = fresh
+            self.shared["connections"] = self.shared.get("connections", 1) + 1
+            return True
+        return False
