@@ -20,16 +20,24 @@ Staging, correct: the host writes ``NAME.part`` while hashing what it
 writes; the controller hashes what it sends while sending (one read of the
 local file); the host renames the part into place only when its sum equals
 the controller's (sent over SSH at the end) and the expected one (inventory
-``sha256=`` or ``--checksums``). A same size+sum file is never sent again.
-An interrupted transfer resumes: the part's prefix is kept (its tag says
-which source it came from) and counted into both sums. A mismatch leaves
-nothing under the ISO's name; a full disk is a clear error and removes the
-part.
+``sha256=`` or ``--checksums``), and only once the part is on disk (fsync;
+flushed along the way, so the end only waits for the tail), so a crash
+cannot leave a recorded ISO with holes. A same size+sum file is never sent
+again. An interrupted transfer resumes: the part's prefix is kept (its tag
+says which source it came from) and counted into both sums. A mismatch
+leaves nothing under the ISO's name; a full disk is a clear error (before a
+byte is sent when the free space is known short) and removes the part.
 
 Staging, fast: the bytes go through the OpenSSH client when it is installed
 (same host, port, user, keys and known_hosts as xcatfab's own connection,
-strict host key checking, AES-GCM first when the CPU has AES instructions);
-otherwise through a channel of xcatfab's paramiko transport.
+strict host key checking, AES-GCM first when the CPU has AES instructions),
+spliced from the page cache into its pipe; hashing runs in a thread of its
+own on both sides. Without OpenSSH (or when it cannot log in), a second
+paramiko connection negotiating AES-GCM carries them, else a channel of
+xcatfab's own transport (``XCATFAB_ISO_PARAMIKO=1`` forces that path, for
+measuring it). BENCHMARKS.md ("ISO staging") has the numbers. Progress: a
+rich bar per host and ISO on a terminal (``XCATFAB_NO_PROGRESS=1``: none),
+else a plain line every few seconds.
 
 Many hosts: the controller sends each ISO once. ``fab -H a,b,c iso`` builds a
 chain controller -> a -> b -> c: every host writes while forwarding to the
