@@ -262,6 +262,8 @@ setsid nohup sh -c 'sleep 900; echo rollback' >/dev/null 2>&1 </dev/null &
 
 def test_reset_host_restores_the_just_booted_state(lab, ssh_run):
     host = lab.host("lab3")
+    # Other tests may have used lab3 before this one: start from its just-booted state.
+    lab.reset_host("lab3")
     before = lab.snapshot("lab3")
     ssh_run("lab3", MESS.format(ip=host.ip, cip=host.container_ip, image=labmod.BASE_IMAGE,
                                 iso=host.iso_dir, data=host.data_dir))
