@@ -48,6 +48,8 @@ MIB = 1 << 20
 TITLE = "ISO staging"
 COUNTER_TAG = "xcatfab-iso-bench"
 
+from tasks.lab import EgressCounter, received_bytes  # noqa: E402  (ROOT is on sys.path now)
+
 
 def log(msg: str) -> None:
     print(f"[bench iso] {msg}", flush=True)
@@ -81,41 +83,6 @@ def empty_iso_dir(lab, host):
     h = lab.host(host)
     ssh(lab, host, f"rm -rf {h.iso_dir}/* {h.iso_dir}/.[!.]* {h.xcatfab_state_dir}/iso")
     os.sync()
-
-
-class Egress:
-    """Bytes the controller sends to each host: iptables counting rules on OUTPUT (no target)."""
-
-    def __init__(self, lab, hosts):
-        self.ips = {name: lab.host(name).ip for name in hosts}
-
-    def _rule(self, ip):
-        return ["OUTPUT", "-o", "xfablab0", "-d", ip, "-m", "comment", "--comment", COUNTER_TAG]
-
-    def __enter__(self):
-        for ip in self.ips.values():
-            subprocess.run(["iptables", "-w", "-I", *self._rule(ip)], check=True)
-        return self
-
-    def __exit__(self, *exc):
-        for ip in self.ips.values():
-            subprocess.run(["iptables", "-w", "-D", *self._rule(ip)], check=False)
-
-    def read(self) -> dict:
-        out = subprocess.run(["iptables", "-w", "-L", "OUTPUT", "-v", "-x", "-n"], check=True,
-                             capture_output=True, text=True).stdout
-        counts = {}
-        for line in out.splitlines():
-            fields = line.split()  # pkts bytes [target] prot opt in out source destination /* tag */
-            if COUNTER_TAG in fields:
-                for ip in self.ips.values():
-                    if ip in fields:
-                        counts[ip] = int(fields[1])
-        return {name: counts.get(ip, 0) for name, ip in self.ips.items()}
-
-
-def host_received(lab, host) -> int:
-    return int(Path(f"/sys/class/net/{lab.host(host).veth}/statistics/tx_bytes").read_text())
 
 
 # ------------------------------------------------------------- the runs
@@ -196,11 +163,11 @@ def egress(lab, hosts, path, size):
         chosen = hosts[:n]
         for host in chosen:
             empty_iso_dir(lab, host)
-        before = {h: host_received(lab, h) for h in chosen}
-        with Egress(lab, chosen) as counters:
+        before = {h: received_bytes(lab, h) for h in chosen}
+        with EgressCounter(lab, chosen, COUNTER_TAG) as counters:
             seconds, _phase, _used = run_xcatfab(lab, chosen, path)
             sent = counters.read()
-        got = {h: host_received(lab, h) - before[h] for h in chosen}
+        got = {h: received_bytes(lab, h) - before[h] for h in chosen}
         total = sum(sent.values())
         rows.append({"n": n, "hosts": chosen, "seconds": seconds, "sent": sent, "total": total,
                      "ratio": total / size, "received": got})

@@ -23,30 +23,17 @@ from pathlib import Path
 
 import pytest
 
-
-def _shared():
-    """tests/lab/test_rollout.py's helpers, loaded by path: a plain ``import test_rollout``
-    depends on pytest's import mode (and tests/unit/test_rollout.py shares the basename)."""
-    import importlib.util
-    import sys
-
-    name = "xcatfab_lab_test_rollout"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("test_rollout.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_rollout = _shared()
-#: The lab fixture that never rebuilds a shared lab (see test_rollout.py).
-lab = _rollout.lab
-children_of, fab_env, first_error, make_inventory = (_rollout.children_of, _rollout.fab_env,
-                                                     _rollout.first_error, _rollout.make_inventory)
-recap_line, run_fab, sshd_accepted, succeeded, wait_gone = (_rollout.recap_line, _rollout.run_fab,
-                                                            _rollout.sshd_accepted, _rollout.succeeded,
-                                                            _rollout.wait_gone)
+from tests.lab.fabrun import (
+    children_of,
+    fab_env,
+    first_error,
+    make_inventory,
+    recap_line,
+    run_fab,
+    sshd_accepted,
+    succeeded,
+    wait_gone,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from tasks.lab import EgressCounter, received_bytes
+
 ROOT = Path(__file__).resolve().parents[2]
 FAB = str(Path(sys.executable).parent / "fab")
 MIB = 1 << 20
@@ -67,42 +69,6 @@ def remote_sha(ssh_run, host, path) -> str:
 
 def listing(ssh_run, host, directory) -> list[str]:
     return ssh_run(host, f"ls -A {directory}").stdout.split()
-
-
-class Egress:
-    """Bytes the controller sends to each host: an iptables counting rule per host address (OUTPUT)."""
-
-    def __init__(self, lab, hosts):
-        self.ips = {name: lab.host(name).ip for name in hosts}
-
-    def _rule(self, ip):
-        return ["OUTPUT", "-o", "xfablab0", "-d", ip, "-m", "comment", "--comment", COUNTER_TAG]
-
-    def __enter__(self):
-        for ip in self.ips.values():
-            subprocess.run(["iptables", "-w", "-I", *self._rule(ip)], check=True)
-        return self
-
-    def __exit__(self, *exc):
-        for ip in self.ips.values():
-            subprocess.run(["iptables", "-w", "-D", *self._rule(ip)], check=False)
-
-    def read(self) -> dict:
-        out = subprocess.run(["iptables", "-w", "-L", "OUTPUT", "-v", "-x", "-n"], check=True,
-                             capture_output=True, text=True).stdout
-        counts = {}
-        for line in out.splitlines():
-            fields = line.split()  # pkts bytes [target] prot opt in out source destination /* tag */
-            if COUNTER_TAG in fields:
-                for ip in self.ips.values():
-                    if ip in fields:
-                        counts[ip] = int(fields[1])
-        return {name: counts.get(ip, 0) for name, ip in self.ips.items()}
-
-
-def received(lab, host) -> int:
-    """Bytes the host received from anyone: tx of its veth's root-namespace end."""
-    return int(Path(f"/sys/class/net/{lab.host(host).veth}/statistics/tx_bytes").read_text())
 
 
 @contextmanager
@@ -153,7 +119,7 @@ def test_stage_copycds_and_a_rerun_that_changes_nothing(lab, deployed, isos, ssh
     host = deployed
     cfg = lab.host(host)
     iso, digest = isos["small"]
-    with Egress(lab, [host]) as egress:
+    with EgressCounter(lab, [host], COUNTER_TAG) as egress:
         proc = fab(lab, [host], "iso", "--src", str(iso))
         first_sent = egress.read()[host]
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -174,7 +140,7 @@ def test_stage_copycds_and_a_rerun_that_changes_nothing(lab, deployed, isos, ssh
 
     # A rerun sends nothing, changes nothing, and reports changed=0.
     before = lab.snapshot(host)
-    with Egress(lab, [host]) as egress:
+    with EgressCounter(lab, [host], COUNTER_TAG) as egress:
         again = fab(lab, [host], "iso", "--src", str(iso))
         sent = egress.read()[host]
     assert again.returncode == 0, again.stdout + again.stderr
@@ -188,7 +154,7 @@ def test_stage_copycds_and_a_rerun_that_changes_nothing(lab, deployed, isos, ssh
     # Without xcatfab's record the file is hashed where it lies, not sent again.
     record = cfg.xcatfab_state_dir / "iso" / (iso.name + ".sha256")
     ssh_run(host, f"rm {record}")
-    with Egress(lab, [host]) as egress:
+    with EgressCounter(lab, [host], COUNTER_TAG) as egress:
         check = fab(lab, [host], "iso", "--src", str(iso))
         sent = egress.read()[host]
     assert check.returncode == 0, check.stdout + check.stderr
@@ -245,7 +211,7 @@ def test_interrupted_upload_resumes_with_the_remainder(lab, test_hosts, isos, ss
     assert 0 < kept < iso.stat().st_size
     assert iso.name not in listing(ssh_run, host, cfg.iso_dir)
 
-    with Egress(lab, [host]) as egress:
+    with EgressCounter(lab, [host], COUNTER_TAG) as egress:
         proc = fab(lab, [host], "iso", "--src", str(iso), "--no-copycds")
         sent = egress.read()[host]
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -282,7 +248,7 @@ def test_full_disk_is_a_clear_error_and_removes_the_part(lab, test_hosts, isos, 
 
     # Too small from the start: refused before a byte of the ISO is sent.
     with tmpfs_at(ssh_run, host, cfg.iso_dir, "32m"):
-        with Egress(lab, [host]) as egress:
+        with EgressCounter(lab, [host], COUNTER_TAG) as egress:
             proc = fab(lab, [host], "iso", "--src", str(iso), "--no-copycds")
             sent = egress.read()[host]
         assert proc.returncode == 1
@@ -312,8 +278,8 @@ def test_relay_to_three_hosts_sends_each_iso_once(lab, test_hosts, isos, ssh_run
                            f"{lab.host(test_hosts[0]).xcatfab_state_dir}/iso")
     iso, digest = isos["big"]
     size = iso.stat().st_size
-    before = {h: received(lab, h) for h in test_hosts}
-    with Egress(lab, test_hosts) as egress:
+    before = {h: received_bytes(lab, h) for h in test_hosts}
+    with EgressCounter(lab, test_hosts, COUNTER_TAG) as egress:
         proc = fab(lab, test_hosts, "iso", "--src", str(iso), "--no-copycds")
         sent = egress.read()
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -321,7 +287,7 @@ def test_relay_to_three_hosts_sends_each_iso_once(lab, test_hosts, isos, ssh_run
         assert recap(proc, host)["changed"] == 1
         assert remote_sha(ssh_run, host, lab.host(host).iso_dir / iso.name) == digest
         # Every host did get the bytes, whoever sent them.
-        assert received(lab, host) - before[host] >= size
+        assert received_bytes(lab, host) - before[host] >= size
     total = sum(sent.values())
     assert total <= 1.1 * size, f"controller sent {total} bytes for a {size}-byte ISO to {len(test_hosts)} hosts"
     assert sent[test_hosts[0]] >= size  # the chain's head got it from the controller ...
@@ -343,7 +309,7 @@ def test_relay_falls_back_to_the_controller_when_a_host_cannot_reach_the_next(la
     try:
         iso, digest = isos["big"]
         size = iso.stat().st_size
-        with Egress(lab, test_hosts) as egress:
+        with EgressCounter(lab, test_hosts, COUNTER_TAG) as egress:
             proc = fab(lab, test_hosts, "iso", "--src", str(iso), "--no-copycds")
             sent = egress.read()
     finally:
@@ -375,7 +341,7 @@ def test_deploy_of_several_hosts_pulls_from_a_host_that_has_it(lab, test_hosts, 
     iso, digest = isos["big"]
     [local] = isomod.validate_local([IsoSpec(str(iso))])
     options = DeployOptions()
-    with Egress(lab, [first, second]) as egress:
+    with EgressCounter(lab, [first, second], COUNTER_TAG) as egress:
         for cfg in load_hosts(str(lab.inventory), names=[first, second]):
             run = Run(cfg, connect(cfg, options.connect), Facts(), out=Output(), options=options)
             try:

@@ -26,27 +26,7 @@ from pathlib import Path
 
 import pytest
 
-
-def _shared():
-    """tests/lab/test_rollout.py's helpers, loaded by path: a plain ``import test_rollout``
-    depends on pytest's import mode (and tests/unit/test_rollout.py shares the basename)."""
-    import importlib.util
-    import sys
-
-    name = "xcatfab_lab_test_rollout"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("test_rollout.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_rollout = _shared()
-#: The lab fixture that never rebuilds a shared lab (see test_rollout.py).
-lab = _rollout.lab
-fab_env, first_error, make_inventory = _rollout.fab_env, _rollout.first_error, _rollout.make_inventory
-recap_line, run_fab, succeeded = _rollout.recap_line, _rollout.run_fab, _rollout.succeeded
+from tests.lab.fabrun import FAB, ROOT, fab_env, first_error, make_inventory, recap_line, run_fab, succeeded
 
 #: What xcatfab's sudo looks like with a password (tasks/remote.py): the sampler must see it.
 SUDO_WITH_PASSWORD = b"sudo -S -k -p"
@@ -260,10 +240,10 @@ def test_the_sudo_password_from_the_prompt(lab, hosts, tmp_path):
     """--prompt-for-sudo-password on a terminal: the password works and is never echoed."""
     password = lab.admin_password_file.read_text().strip()
     inventory = make_inventory(lab, tmp_path / "hosts.ini", hosts[:1], group_vars={"user": lab.admin_user})
-    argv = [_rollout.FAB, "--prompt-for-sudo-password", "rollout", "--inventory", str(inventory), "--plan"]
+    argv = [FAB, "--prompt-for-sudo-password", "rollout", "--inventory", str(inventory), "--plan"]
     pid, fd = pty.fork()
     if pid == 0:  # the child: fab on a terminal of its own
-        os.chdir(_rollout.ROOT)
+        os.chdir(ROOT)
         os.execve(argv[0], argv, fab_env())
     transcript, sent = b"", False
     while True:

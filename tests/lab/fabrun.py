@@ -1,0 +1,213 @@
+"""Helpers for the lab tests that run the real `fab` (rollout, host keys, secrets).
+
+They build per-test inventories from the lab's, run `fab` and read its recap,
+and stop or watch a host's sshd the way a failing host would, by the lab's
+own records.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+FAB = str(ROOT / ".venv" / "bin" / "fab")
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def make_inventory(lab, path: Path, hosts, host_vars=None, group_vars=None) -> Path:
+    """The lab's inventory with only ``hosts`` (in that order), plus extra settings.
+
+    ``host_vars``: host -> {key: value} set on its line (a host line beats
+    group vars); ``group_vars``: key -> value replacing or adding a line of
+    ``[lab:vars]`` (None: remove the key).
+    """
+    host_vars, group_vars = host_vars or {}, dict(group_vars or {})
+    lines, section, by_host = [], None, {}
+    for raw in lab.inventory.read_text().splitlines():
+        text = raw.strip()
+        if text.startswith("["):
+            section = text
+            lines.append(raw)
+            continue
+        if section == "[lab]" and text and not text.startswith("#"):
+            by_host[text.split()[0]] = text
+            continue
+        if section == "[lab:vars]" and "=" in text and not text.startswith("#"):
+            key = text.split("=", 1)[0].strip()
+            if key in group_vars:
+                value = group_vars.pop(key)
+                if value is not None:
+                    lines.append(f"{key}={value}")
+                continue
+        lines.append(raw)
+    body = "\n".join(lines) + "\n" + "".join(f"{k}={v}\n" for k, v in group_vars.items() if v is not None)
+    host_lines = "".join(_host_line(by_host[h], host_vars.get(h, {})) + "\n" for h in hosts)
+    body = body.replace("[lab]\n", "[lab]\n" + host_lines, 1)
+    path.write_text(body)
+    return path
+
+
+def _host_line(line: str, settings: dict) -> str:
+    """An inventory host line with ``settings`` replacing or adding its key=value tokens."""
+    name, *tokens = shlex.split(line)
+    values = dict(token.split("=", 1) for token in tokens)
+    values.update(settings)
+    return " ".join([name] + [f"{k}={shlex.quote(str(v))}" for k, v in values.items()])
+
+
+def fab_env(extra=None, drop=()):
+    """The environment for ``fab``: ours without any XCATFAB_ setting, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XCATFAB_") and k not in drop}
+    env.update(extra or {})
+    return env
+
+
+def run_fab(*args, env=None, on_line=None, timeout=600):
+    """Run ``fab ARGS`` and return (exit status, stdout, stderr); ``on_line(line)`` sees stdout live."""
+    proc = subprocess.Popen([FAB, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env if env is not None else fab_env(), cwd=ROOT)
+    err_chunks = []
+    reader = threading.Thread(target=lambda: err_chunks.append(proc.stderr.read()), daemon=True)
+    reader.start()
+    out_lines = []
+    timer = threading.Timer(timeout, proc.kill)  # a hung rollout fails the test instead of the session
+    timer.start()
+    try:
+        for line in proc.stdout:
+            out_lines.append(line)
+            if on_line:
+                on_line(line.rstrip("\n"))
+        rc = proc.wait()
+    finally:
+        timer.cancel()
+    reader.join()
+    return rc, "".join(out_lines), "".join(err_chunks)
+
+
+def recap_line(out: str, host: str) -> str:
+    """The ``host : ok=N changed=N failed=N`` line of ``host``."""
+    found = re.findall(rf"^{re.escape(host)}\s* : ok=\d+ changed=\d+ failed=\d+$", out, re.M)
+    assert len(found) == 1, f"no single recap line for {host} in:\n{out}"
+    return found[0]
+
+
+def succeeded(out: str, host: str) -> bool:
+    """``host``'s recap line says it ran every step and none failed."""
+    return re.fullmatch(rf"{re.escape(host)}\s* : ok=\d+ changed=\d+ failed=0", recap_line(out, host)) is not None
+
+
+def first_error(out: str, host: str) -> str:
+    """The first-error cell of ``host``'s row in the recap table ('' when none)."""
+    table = out.split("first error", 1)[1]
+    match = re.search(rf"^{re.escape(host)} +\d+ +\d+ +\d+ +\d+\.\d *(.*?) *$", table, re.M)
+    assert match, f"no table row for {host} in:\n{out}"
+    return match.group(1)
+
+
+def children_of(pid: int) -> list[int]:
+    """Pids whose parent is ``pid`` (sshd's per-connection processes)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(f"/proc/{entry.name}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def stop_sshd(lab, host: str, sessions: bool = False) -> int:
+    """Stop ``host``'s sshd by the lab's recorded pid; with ``sessions``, its open sessions too.
+
+    Stopping only the listener leaves established connections alive (sshd
+    forks one process per connection): a host going down takes those too.
+    """
+    pid = lab.host(host).sshd_pid()
+    assert pid, f"{host}'s sshd is not running"
+    victims = [pid] + (children_of(pid) if sessions else [])
+    for victim in victims:
+        os.kill(victim, signal.SIGTERM)
+    return pid
+
+
+def wait_gone(pid: int, seconds: float = 60) -> None:
+    """Wait until process ``pid`` (not our child) has exited."""
+    gone = threading.Event()
+    for _ in range(int(seconds * 20)):
+        if not Path(f"/proc/{pid}").exists():
+            return
+        gone.wait(0.05)
+    raise AssertionError(f"process {pid} still running after {seconds}s")
+
+
+def sshd_accepted(lab, host: str) -> int:
+    """How many logins ``host``'s sshd has logged (its own log: independent of xcatfab)."""
+    log = lab.host(host).sshd_log
+    return log.read_text(errors="replace").count("Accepted publickey") if log.exists() else 0
+
+
+class Restorer:
+    """Puts broken hosts back as soon as the live output shows their run has ended.
+
+    A stopped sshd or dockerd makes the shared lab look unhealthy to other
+    sessions, so the window is kept to the host's own failure: its
+    ``HOST | FAILED`` line. ``before`` (host -> callable) runs first, for
+    checks that must see the host as the run left it. Whatever was not put
+    back during the run is put back when the block ends. Use it as the
+    ``on_line`` of :func:`run_fab` (or call it from one).
+    """
+
+    def __init__(self, lab, hosts, before=None):
+        self.lab, self.pending, self.before = lab, list(hosts), dict(before or {})
+        self.lock = threading.Lock()
+
+    def __call__(self, line: str) -> None:
+        for host in list(self.pending):
+            if line.startswith(f"{host} | FAILED after "):
+                self.restore(host)
+
+    def restore(self, host: str) -> None:
+        with self.lock:
+            if host not in self.pending:
+                return
+            self.pending.remove(host)
+        if host in self.before:
+            self.before.pop(host)()
+        self.lab.reset_host(host)
+
+
+@contextmanager
+def restored(lab, *hosts, before=None):
+    """A :class:`Restorer` for ``hosts``; every host still broken is put back when the block ends."""
+    restorer = Restorer(lab, hosts, before)
+    try:
+        yield restorer
+    finally:
+        for host in list(restorer.pending):
+            restorer.restore(host)
+
+
+def container_running(docker_on, host: str) -> bool:
+    proc = docker_on(host, "inspect", "-f", "{{.State.Running}}", "xcatmn", check=False)
+    return proc.returncode == 0 and proc.stdout.strip() == "true"
+
+
+def container_address(docker_on, host: str) -> str:
+    """Every IPv4 address of the container, read with ``docker inspect`` on the host's engine."""
+    proc = docker_on(host, "inspect", "-f",
+                     "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", "xcatmn")
+    return proc.stdout.strip()
+
+
+# --------------------------------------------------------------------------- tests
