@@ -48,7 +48,8 @@ MIB = 1 << 20
 TITLE = "ISO staging"
 COUNTER_TAG = "xcatfab-iso-bench"
 
-from tasks.lab import EgressCounter, received_bytes  # noqa: E402  (ROOT is on sys.path now)
+from bench.converge import replace_section  # noqa: E402  (ROOT is on sys.path now)
+from tasks.lab import EgressCounter, received_bytes  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -261,22 +262,6 @@ def _break_even(t) -> str:
 
 def _size(n: int) -> str:
     return f"{n / MIB:.1f} MiB" if n >= MIB else f"{n / 1024:.0f} KiB"
-
-
-def replace_section(document: str, title: str, body: str) -> str:
-    """``document`` with the ``## title`` section replaced (appended when absent); other sections kept."""
-    heading = f"## {title}"
-    lines = document.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == heading), None)
-    block = [heading, ""] + body.rstrip("\n").splitlines() + [""]
-    if start is None:
-        if not lines:
-            lines = ["# Benchmarks", ""]
-        elif lines[-1].strip():
-            lines.append("")
-        return "\n".join(lines + block).rstrip("\n") + "\n"
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    return "\n".join(lines[:start] + block + lines[end:]).rstrip("\n") + "\n"
 
 
 def main(argv=None) -> int:

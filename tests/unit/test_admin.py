@@ -16,7 +16,6 @@ import shlex
 import socket
 import subprocess
 import sys
-import threading
 from types import SimpleNamespace
 
 import pytest
@@ -517,30 +516,6 @@ def test_purge_accepts_a_data_directory():
 
 
 # ------------------------------------------------------------------ CLI
-class Listener:
-    """A TCP listener on loopback that counts connections (an 'SSH server' to never reach)."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            conn.close()
-
-    def close(self):
-        self.sock.close()
-
-
 def fab(*args, env=None, cwd=None):
     full = dict(os.environ, **(env or {}))
     full.pop("XCATFAB_BMC_PASSWORD", None)
@@ -549,13 +524,6 @@ def fab(*args, env=None, cwd=None):
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     return subprocess.run([os.path.join(BIN, "fab"), *args], capture_output=True, text=True, env=full,
                           cwd=cwd or root, timeout=60)
-
-
-@pytest.fixture
-def listener():
-    server = Listener()
-    yield server
-    server.close()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -289,32 +288,6 @@ def test_output_lines_never_interleave():
 
 
 # --------------------------------------------------------------------------- bad input contacts nothing
-
-
-class Listener:
-    """A local TCP port that tells whether anything connected to it (nothing answers)."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.setblocking(False)
-        self.port = self.sock.getsockname()[1]
-
-    def contacted(self) -> bool:
-        try:
-            conn, _ = self.sock.accept()
-        except BlockingIOError:
-            return False
-        conn.close()
-        return True
-
-
-@pytest.fixture
-def listener():
-    port = Listener()
-    yield port
-    port.sock.close()
 
 
 def write_inventory(tmp_path, port, extra=""):
