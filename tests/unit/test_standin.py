@@ -408,12 +408,15 @@ def test_mkdef_chdef_stanza_passwords_are_stored_not_logged(xc):
     assert len(lines) == 1 and " rc=0 " in lines[0] and " bypass=1 " in lines[0]
 
 
-def test_mkdef_z_rejects_type_and_noderange(xc):
-    result = xc.run("mkdef", "-z", "n1", stdin="n1:\n    objtype=node\n    groups=all\n")
+@pytest.mark.parametrize("cmd", ["mkdef", "chdef"])
+def test_def_z_rejects_type_and_noderange(xc, cmd):
+    result = xc.run(cmd, "-z", "n1", stdin="n1:\n    objtype=node\n    groups=all\n")
     assert result.rc == 1 and "Cannot use '-z' with '-o' or a noderange." in result.err
-    result = xc.run("chdef", "-t", "node", "-z", stdin="n1:\n    objtype=node\n")
+    assert f"'cat stanzafile | {cmd} -z'" in result.err
+    result = xc.run(cmd, "-t", "node", "-z", stdin="n1:\n    objtype=node\n")
     assert result.rc == 1 and "Cannot combine '-t' and '-a', '-z', or '-x' options." \
         in result.err
+    assert result.out.lstrip().startswith(f"Usage: {cmd} ")
 
 
 def test_rmdef(xc):

@@ -643,6 +643,15 @@ def split_list(value):
     return [v for v in (value or "").split(",") if v != ""]
 
 
+def key_column(objtype, table):
+    """The column of ``table`` that holds an object's name (tables keyed per node also hold groups)."""
+    if objtype in ("node", "group"):
+        return "groupname" if table == "nodegroup" else "node"
+    if table == "linuximage":
+        return "imagename"
+    return OBJECT_KEY[objtype][1]
+
+
 def node_groups(db, node):
     row = db.table("nodelist").get("node", node)
     return split_list(row["groups"]) if row else []
@@ -680,12 +689,7 @@ def get_def(db, objtype, name):
     else:
         inherit = []
     for attr, (table, column) in attrs.items():
-        if objtype in ("node", "group"):
-            keycol = "groupname" if table == "nodegroup" else "node"
-        elif table == "linuximage":
-            keycol = "imagename"
-        else:
-            keycol = OBJECT_KEY[objtype][1]
+        keycol = key_column(objtype, table)
         tab = db.table(table)
         row = tab.get(keycol, name)
         value = row[column] if row else ""
@@ -744,12 +748,7 @@ def set_def(db, objtype, name, attrs, mode="set"):
         if attr in ("objtype", "members") or attr not in amap:
             continue
         table, column = amap[attr]
-        if objtype in ("node", "group"):
-            keycol = "groupname" if table == "nodegroup" else "node"
-        elif table == "linuximage":
-            keycol = "imagename"
-        else:
-            keycol = OBJECT_KEY[objtype][1]
+        keycol = key_column(objtype, table)
         tab = db.table(table)
         row = tab.get(keycol, name)
         old = row[column] if row else ""
@@ -1229,6 +1228,19 @@ def network_conflict(db, attrs):
     return None
 
 
+def check_source_options(cmd, req):
+    """Refuse the option mixes mkdef and chdef both refuse (-t with -a/-z, -z with -o)."""
+    if req.opt_t and (req.has("all") or req.has("stanza")):
+        error("Cannot combine '-t' and '-a', '-z', or '-x' options.")
+        def_usage(cmd)
+        raise Abort()
+    if req.has("stanza") and (req.opt_o or req.source == "nr"):
+        error("Cannot use '-z' with '-o' or a noderange.",
+              "Example of -z usage:\n\t'cat stanzafile | %s -z'" % cmd)
+        def_usage(cmd)
+        raise Abort()
+
+
 def cmd_mkdef(argv):
     require_xcatd()
     db = open_db()
@@ -1239,15 +1251,7 @@ def cmd_mkdef(argv):
         error("The '-p' and '-m' options are not valid for the mkdef command.")
         def_usage("mkdef")
         raise Abort()
-    if req.opt_t and (req.has("all") or req.has("stanza")):
-        error("Cannot combine '-t' and '-a', '-z', or '-x' options.")
-        def_usage("mkdef")
-        raise Abort()
-    if req.has("stanza") and (req.opt_o or req.source == "nr"):
-        error("Cannot use '-z' with '-o' or a noderange.",
-              "Example of -z usage:\n\t'cat stanzafile | mkdef -z'")
-        def_usage("mkdef")
-        raise Abort()
+    check_source_options("mkdef", req)
     capitals = [n for n, _t in typed_names(req) if re.search("[A-Z]", n)
                 and (not req.opt_t or req.opt_t == "node")]
     if capitals:
@@ -1301,15 +1305,7 @@ def cmd_chdef(argv):
         error("The '-f' option is not valid for the chdef command.")
         def_usage("chdef")
         raise Abort()
-    if req.opt_t and (req.has("all") or req.has("stanza")):
-        error("Cannot combine '-t' and '-a', '-z', or '-x' options.")
-        def_usage("chdef")
-        raise Abort()
-    if req.has("stanza") and (req.opt_o or req.source == "nr"):
-        error("Cannot use '-z' with '-o' or a noderange.",
-              "Example of -z usage:\n\t'cat stanzafile | chdef -z'")
-        def_usage("chdef")
-        raise Abort()
+    check_source_options("chdef", req)
     mode = "plus" if req.has("plus") else "minus" if req.has("minus") else "set"
     final, problem = final_attrs(req)
     new_objects = []
@@ -2082,19 +2078,26 @@ def copy_one_medium(iso, scratch, distname, arch, path, inspection, noosimage,
 # lsxcatd, xcatconfig, hardware commands
 # ---------------------------------------------------------------------------
 
-def cmd_lsxcatd(argv):
-    require_xcatd()
-    usage = ["Usage: lsxcatd [-v|--version] [-h|--help] [-d|--database] [-a|--all]"]
+def flag_options(argv, short, long, usage):
+    """The set of flags given, or None once the usage has been shown (no flag, -h, or a bad one)."""
     try:
-        opts, _rest = getopt.gnu_getopt(argv, "h?vdat", ["help", "version", "database",
-                                                         "all", "nodetype"])
+        opts, _rest = getopt.gnu_getopt(argv, short, long)
     except getopt.GetoptError:
         info(*usage)
         Run.exitcode |= 1
-        return
+        return None
     flags = {o for o, _v in opts}
     if not flags or flags & {"-h", "-?", "--help"}:
         info(*usage)
+        return None
+    return flags
+
+
+def cmd_lsxcatd(argv):
+    require_xcatd()
+    usage = ["Usage: lsxcatd [-v|--version] [-h|--help] [-d|--database] [-a|--all]"]
+    flags = flag_options(argv, "h?vdat", ["help", "version", "database", "all", "nodetype"], usage)
+    if flags is None:
         return
     everything = bool(flags & {"-a", "--all"})
     if everything or flags & {"-v", "--version"}:
@@ -2110,18 +2113,10 @@ def cmd_xcatconfig(argv):
     """The database part of xcatconfig: -i/-d create the tables, -f resets site."""
     usage = ["Usage: xcatconfig [-i|--initinstall] [-d|--database] [-f|--force] "
              "(xCAT stand-in: only the database initialisation is imitated)"]
-    try:
-        opts, _rest = getopt.gnu_getopt(argv, "h?idfuksmctV",
-                                        ["help", "initinstall", "database", "force",
-                                         "updateinstall", "sshkeys", "sshnodehostkeys",
-                                         "mgtnode", "credentials", "tunables", "verbose"])
-    except getopt.GetoptError:
-        info(*usage)
-        Run.exitcode |= 1
-        return
-    flags = {o for o, _v in opts}
-    if not flags or flags & {"-h", "-?", "--help"}:
-        info(*usage)
+    flags = flag_options(argv, "h?idfuksmctV",
+                         ["help", "initinstall", "database", "force", "updateinstall", "sshkeys",
+                          "sshnodehostkeys", "mgtnode", "credentials", "tunables", "verbose"], usage)
+    if flags is None:
         return
     db = DB()
     initialize_site(db, force=bool(flags & {"-f", "--force"}))
