@@ -1,16 +1,19 @@
-"""Helpers for the lab tests that run the real `fab` (rollout, host keys, secrets).
+"""Helpers for the lab tests that run the real `fab`.
 
 They build per-test inventories from the lab's, run `fab` and read its recap,
-and stop or watch a host's sshd the way a failing host would, by the lab's
-own records.
+watch the machine's process table while it runs (lab hosts share it), compare
+host snapshots, and stop or watch a host's sshd the way a failing host would,
+by the lab's own records.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import threading
 from contextlib import contextmanager
@@ -91,6 +94,108 @@ def run_fab(*args, env=None, on_line=None, timeout=600):
         timer.cancel()
     reader.join()
     return rc, "".join(out_lines), "".join(err_chunks)
+
+
+def fab(*args, env=None, input=None, sampler=None, counts=False, timeout=600) -> subprocess.CompletedProcess:
+    """Run the real `fab` to the end, without a controlling terminal (a prompt reads ``input``).
+
+    ``env`` is added to :func:`fab_env`; ``counts`` has the recap end with each
+    host's SSH connections and commands; a :class:`CmdlineSampler` given as
+    ``sampler`` watches every command line while it runs and must see `fab`'s own.
+    """
+    env = {**({"XCATFAB_COUNTS": "1"} if counts else {}), **(env or {})}
+    proc = subprocess.Popen([FAB, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=fab_env(env), cwd=ROOT, start_new_session=True)
+    if sampler is None:
+        out, err = proc.communicate(input, timeout=timeout)
+    else:
+        with sampler:
+            out, err = proc.communicate(input, timeout=timeout)
+        assert proc.pid in sampler.pids, "the sampler never saw the command run"
+    return subprocess.CompletedProcess([FAB, *args], proc.returncode, out, err)
+
+
+def recap(proc: subprocess.CompletedProcess, host: str) -> tuple[int, int, int]:
+    """(ok, changed, failed) from ``host``'s recap line."""
+    match = re.search(rf"^{re.escape(host)}\s*: ok=(\d+) changed=(\d+) failed=(\d+)", proc.stdout, re.M)
+    assert match, proc.stdout + proc.stderr
+    return tuple(int(x) for x in match.groups())
+
+
+class CmdlineSampler:
+    """Reads every process's /proc/PID/cmdline in a loop, as a context manager.
+
+    Lab hosts share the machine's process table, so this sees the hosts'
+    processes (sshd sessions, sudo, sh -c scripts, docker exec, the
+    container's own) as their `ps` does, and the controller's too.
+    """
+
+    def __init__(self):
+        self.seen: set[str] = set()
+        self.pids: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self):
+        while not self._stop.is_set():
+            for entry in os.listdir("/proc"):
+                if not entry.isdigit():
+                    continue
+                try:
+                    with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                        raw = fh.read()
+                except OSError:
+                    continue
+                if raw:
+                    self.seen.add(raw.replace(b"\0", b" ").decode(errors="replace"))
+                    self.pids.add(int(entry))
+
+
+def tcp_answers(ip: str, port: int = 3001, timeout: float = 10.0) -> bool:
+    """A TCP connection from the controller to ``ip:port`` succeeds.
+
+    Tests recreate containers on the same address with other MACs (netns
+    mode's veth, macvlan), and the controller's neighbour entry for the
+    address may still hold an old one: it is dropped first, so the check
+    starts from a fresh ARP resolution instead of waiting out a stale entry.
+    """
+    subprocess.run(["ip", "neigh", "flush", "to", ip], capture_output=True)
+    try:
+        with socket.create_connection((ip, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def normalized(snap: dict, image_ids=()) -> dict:
+    """A lab snapshot without what legitimately changes across a deploy + teardown.
+
+    Kept: every address, link (name, MAC, master, state, flags), route,
+    container, network, file, firewall rule and daemon pid. Dropped: interface
+    indexes and the peer index of eth0 (a bridge enslaving and releasing eth0
+    does not change them, but they are not part of "as before"), and the
+    images in ``image_ids`` (the xCAT image stays by design).
+    """
+    links = sorted((link["ifname"], link.get("address"), link.get("master"), link.get("operstate"),
+                    tuple(sorted(link.get("flags", [])))) for link in snap["link"])
+    addrs = sorted((a["ifname"], tuple(sorted((i["family"], i["local"], i["prefixlen"])
+                                              for i in a.get("addr_info", [])))) for a in snap["addr"])
+    routes = sorted(json.dumps(r, sort_keys=True) for r in snap["route"])
+    return {
+        "links": links, "addrs": addrs, "routes": routes,
+        "containers": snap["containers"],
+        "networks": sorted(n["Name"] for n in snap["networks"]),
+        "images": sorted(i["Id"] for i in snap["images"] if i["Id"] not in set(image_ids)),
+        "files": snap["files"], "iptables": snap["iptables"], "pids": snap["pids"],
+    }
 
 
 def recap_line(out: str, host: str) -> str:

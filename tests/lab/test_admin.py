@@ -11,47 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
-import socket
-import subprocess
-import sys
-import threading
 
 import pytest
 
-BIN = os.path.dirname(sys.executable)
+from tests.lab.fabrun import CmdlineSampler, fab, normalized, recap, tcp_answers
+
 XCAT_PROFILE = ". /etc/profile.d/xcat.sh"
-
-
-def fab(*args, env=None, timeout=600):
-    """Run the real `fab` CLI; return the CompletedProcess (text)."""
-    full = {k: v for k, v in os.environ.items() if not k.startswith("XCATFAB_BMC_PASSWORD")}
-    full.update(env or {})
-    return subprocess.run([os.path.join(BIN, "fab"), *args], capture_output=True, text=True, env=full,
-                          timeout=timeout)
-
-
-def recap(proc, host):
-    match = re.search(rf"^{re.escape(host)}\s*: ok=(\d+) changed=(\d+) failed=(\d+)", proc.stdout, re.M)
-    assert match, proc.stdout + proc.stderr
-    return tuple(int(x) for x in match.groups())
-
-
-def tcp_answers(ip, port=3001, timeout=10.0):
-    """A TCP connection from the controller to ``ip:port`` succeeds.
-
-    Earlier tests recreate containers on the same address with other MACs
-    (netns mode's veth, macvlan), and the controller's neighbour entry for
-    the address may still hold an old one: it is dropped first, so the check
-    starts from a fresh ARP resolution instead of waiting out a stale entry.
-    """
-    subprocess.run(["ip", "neigh", "flush", "to", ip], capture_output=True)
-    try:
-        with socket.create_connection((ip, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def in_container(docker_on, host, command, check=True):
@@ -67,58 +33,6 @@ def lsdef_node(docker_on, host, node):
             key, _sep, value = line.strip().partition("=")
             attrs[key] = value
     return attrs
-
-
-class CmdlineSampler:
-    """Reads every process's /proc/PID/cmdline in a loop while a command runs.
-
-    Lab hosts share the machine's process table, so this sees the hosts'
-    processes (sshd sessions, sudo, sh -c scripts, docker exec, and the
-    container's own processes) as their `ps` does, and the controller's too.
-    """
-
-    def __init__(self):
-        self.seen: set = set()
-        self.pids: set = set()
-        self.passes = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            for entry in os.listdir("/proc"):
-                if not entry.isdigit():
-                    continue
-                try:
-                    with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                        raw = fh.read()
-                except OSError:
-                    continue
-                if raw:
-                    self.seen.add(raw.replace(b"\0", b" ").decode(errors="replace"))
-                    self.pids.add(int(entry))
-            self.passes += 1
-
-    def run(self, argv, env, timeout=600):
-        """Run ``argv`` while sampling; the sampler must have seen the command itself."""
-        self._thread.start()
-        try:
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-            out, err = proc.communicate(timeout=timeout)
-        finally:
-            self._stop.set()
-            self._thread.join()
-        assert proc.pid in self.pids, "the sampler never saw the command run"
-        return subprocess.CompletedProcess(argv, proc.returncode, out, err)
-
-
-def fab_sampled(*args, env, timeout=600):
-    """`fab` with its own and every host process's command line sampled; returns (proc, sampler)."""
-    full = {k: v for k, v in os.environ.items() if not k.startswith("XCATFAB_BMC_PASSWORD")}
-    full.update(env)
-    sampler = CmdlineSampler()
-    proc = sampler.run([os.path.join(BIN, "fab"), *args], full, timeout)
-    return proc, sampler
 
 
 @pytest.fixture(scope="module")
@@ -187,24 +101,24 @@ def test_node_creates_changes_and_converges_without_showing_the_password(lab, tw
     host = two[0][0]
     inv = str(lab.inventory)
     password = "bmc-" + secrets.token_urlsafe(12)
-    args = ["-H", host, "node", "cn01", "--bmc", "10.0.0.5", "--bmc-user", "ADMIN", "--inventory", inv]
+    args = ["-H", host, "node", "cn01", "--bmc", "198.18.0.250", "--bmc-user", "ADMIN", "--inventory", inv]
     runs = []
-    proc, sampler = fab_sampled(*args, env={"XCATFAB_BMC_PASSWORD": password})
+    proc = fab(*args, env={"XCATFAB_BMC_PASSWORD": password}, sampler=(sampler := CmdlineSampler()))
     runs.append((proc, sampler))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert recap(proc, host) == (1, 1, 0)
-    assert ("create node cn01: groups=all, mgt=ipmi, bmc=10.0.0.5, bmcusername=ADMIN, bmcpassword=********"
+    assert ("create node cn01: groups=all, mgt=ipmi, bmc=198.18.0.250, bmcusername=ADMIN, bmcpassword=********"
             in proc.stdout)
     have = lsdef_node(docker_on, host, "cn01")
     assert {k: have.get(k) for k in ("groups", "mgt", "bmc", "bmcusername")} == {
-        "groups": "all", "mgt": "ipmi", "bmc": "10.0.0.5", "bmcusername": "ADMIN"}
+        "groups": "all", "mgt": "ipmi", "bmc": "198.18.0.250", "bmcusername": "ADMIN"}
     assert have.get("bmcpassword") == password  # (compared, never printed)
     # The stand-in logs each command and the stanzas read from stdin: the node came as a stanza.
     log = in_container(docker_on, host, "cat /var/log/xcat/standin-commands.log").stdout
     assert "cmd: mkdef -z" in log and "bmcpassword=********" in log and password not in log
 
     # The same again: nothing to change.
-    proc, sampler = fab_sampled(*args, env={"XCATFAB_BMC_PASSWORD": password})
+    proc = fab(*args, env={"XCATFAB_BMC_PASSWORD": password}, sampler=(sampler := CmdlineSampler()))
     runs.append((proc, sampler))
     assert proc.returncode == 0 and recap(proc, host) == (1, 0, 0), proc.stdout
     assert "ok: [node]" in proc.stdout
@@ -212,14 +126,14 @@ def test_node_creates_changes_and_converges_without_showing_the_password(lab, tw
     # A new BMC address and password: both changed, the groups left alone.
     in_container(docker_on, host, "chdef -t node -o cn01 groups=compute")
     new_password = "bmc-" + secrets.token_urlsafe(12)
-    args[args.index("10.0.0.5")] = "10.0.0.6"
-    proc, sampler = fab_sampled(*args, env={"XCATFAB_BMC_PASSWORD": new_password})
+    args[args.index("198.18.0.250")] = "198.18.0.251"
+    proc = fab(*args, env={"XCATFAB_BMC_PASSWORD": new_password}, sampler=(sampler := CmdlineSampler()))
     runs.append((proc, sampler))
     assert proc.returncode == 0 and recap(proc, host) == (1, 1, 0), proc.stdout
-    assert "bmc: 10.0.0.5 -> 10.0.0.6" in proc.stdout and "bmcpassword: changed -> ********" in proc.stdout
+    assert "bmc: 198.18.0.250 -> 198.18.0.251" in proc.stdout and "bmcpassword: changed -> ********" in proc.stdout
     have = lsdef_node(docker_on, host, "cn01")
     assert (have.get("bmc"), have.get("groups"), have.get("bmcpassword") == new_password) == (
-        "10.0.0.6", "compute", True)
+        "198.18.0.251", "compute", True)
     assert "cmd: chdef -z" in in_container(docker_on, host, "cat /var/log/xcat/standin-commands.log").stdout
 
     for run_proc, sampled in runs:
@@ -266,29 +180,6 @@ def test_status_shows_every_host_in_one_table(lab, two, ssh_run):
 
 
 # ------------------------------------------------------------------ teardown
-def normalized(snap, image_ids=()):
-    """A snapshot without what legitimately changes across a deploy + teardown.
-
-    Kept: every address, link (name, MAC, master, state), route, container,
-    network, file, firewall rule and daemon pid. Dropped: interface indexes
-    and the peer index of eth0 (a bridge enslaving and releasing eth0 does not
-    change them, but they are not part of "as before"), and the images in
-    ``image_ids`` (the xCAT image stays by design).
-    """
-    links = sorted((link["ifname"], link.get("address"), link.get("master"), link.get("operstate"),
-                    tuple(sorted(link.get("flags", [])))) for link in snap["link"])
-    addrs = sorted((a["ifname"], tuple(sorted((i["family"], i["local"], i["prefixlen"])
-                                              for i in a.get("addr_info", [])))) for a in snap["addr"])
-    routes = sorted(json.dumps(r, sort_keys=True) for r in snap["route"])
-    return {
-        "links": links, "addrs": addrs, "routes": routes,
-        "containers": snap["containers"],
-        "networks": sorted(n["Name"] for n in snap["networks"]),
-        "images": sorted(i["Id"] for i in snap["images"] if i["Id"] not in set(image_ids)),
-        "files": snap["files"], "iptables": snap["iptables"], "pids": snap["pids"],
-    }
-
-
 def test_status_then_teardown_restore_network_leaves_the_host_as_before_deploy(lab, two, ssh_run, docker_on):
     host = two[0][0]
     before = two[1][host]

@@ -8,43 +8,25 @@ fact code.
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
 import subprocess
-import sys
 import time
 
 import pytest
 
-BIN = os.path.dirname(sys.executable)
+from tests.lab import fabrun
+from tests.lab.fabrun import recap, tcp_answers
 
 
-def fab(*args, env=None, timeout=600):
-    """Run the real `fab` CLI; return the CompletedProcess (text)."""
-    full_env = dict(os.environ, XCATFAB_COUNTS="1", **(env or {}))
-    return subprocess.run([os.path.join(BIN, "fab"), *args], capture_output=True, text=True,
-                          env=full_env, timeout=timeout)
-
-
-def recap(proc, host):
-    match = re.search(rf"^{re.escape(host)}\s*: ok=(\d+) changed=(\d+) failed=(\d+)", proc.stdout, re.M)
-    assert match, proc.stdout + proc.stderr
-    return tuple(int(x) for x in match.groups())
+def fab(*args, **kwargs):
+    """The real `fab`, its recap followed by each host's connection and command counts."""
+    return fabrun.fab(*args, counts=True, **kwargs)
 
 
 def counts(proc, host):
     match = re.search(rf"^{re.escape(host)}: connections=(\d+) commands=(\d+)", proc.stdout, re.M)
     assert match, proc.stdout
     return int(match.group(1)), int(match.group(2))
-
-
-def tcp_answers(ip, port=3001, timeout=2.0):
-    try:
-        with socket.create_connection((ip, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def wait_for(check, timeout=60, interval=0.5):
@@ -91,7 +73,7 @@ def test_deploy_from_nothing_each_network_mode(lab, deploy_host, ssh_run, docker
     assert counts(first, host)[0] == 1
 
     # Reachable from the controller, the host address moved onto the bridge.
-    assert wait_for(lambda: tcp_answers(ip)), f"{ip}:3001 does not answer ({mode})"
+    assert wait_for(lambda: tcp_answers(ip, timeout=2.0)), f"{ip}:3001 does not answer ({mode})"
     addrs = addresses(ssh_run, host)
     assert addrs.get("mydocker0") == [host_cidr] and not addrs.get("eth0")
     eth0 = json.loads(ssh_run(host, "ip -j link show eth0").stdout)[0]
@@ -113,7 +95,7 @@ def test_deploy_from_nothing_each_network_mode(lab, deploy_host, ssh_run, docker
     # A restart keeps the address (Docker's for bridge/macvlan, the watcher's for netns)
     # and the entrypoint writes /etc/hosts again.
     docker_on(host, "restart", "xcatmn")
-    assert wait_for(lambda: tcp_answers(ip), timeout=90), f"{ip}:3001 gone after restart ({mode})"
+    assert wait_for(lambda: tcp_answers(ip, timeout=2.0), timeout=90), f"{ip}:3001 gone after restart ({mode})"
     hosts = docker_on(host, "exec", "xcatmn", "cat", "/etc/hosts").stdout
     assert re.search(rf"^{re.escape(ip)}\s+xcatmn\.cluster xcatmn$", hosts, re.M), hosts
 

@@ -7,22 +7,18 @@ is checked with the same independent tools, never with xcatfab's fact code.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
 from tasks.container import run_args
 from tasks.inventory import load_hosts
+from tests.lab import fabrun
 
-BIN = os.path.dirname(sys.executable)
 
-
-def fab(*args, timeout=600):
-    return subprocess.run([os.path.join(BIN, "fab"), *args], capture_output=True, text=True,
-                          env=dict(os.environ, XCATFAB_COUNTS="1"), timeout=timeout)
+def fab(*args, **kwargs):
+    """The real `fab`, its recap followed by each host's connection and command counts."""
+    return fabrun.fab(*args, counts=True, **kwargs)
 
 
 @pytest.fixture(scope="module")

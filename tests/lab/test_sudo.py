@@ -11,72 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import subprocess
-import sys
-import threading
 
 import pytest
 
-BIN = os.path.dirname(sys.executable)
-
-
-def recap(proc, host):
-    match = re.search(rf"^{re.escape(host)}\s*: ok=(\d+) changed=(\d+) failed=(\d+)", proc.stdout, re.M)
-    assert match, proc.stdout + proc.stderr
-    return tuple(int(x) for x in match.groups())
-
-
-class CmdlineSampler(threading.Thread):
-    """Collects every process's command line (/proc/PID/cmdline) until stopped."""
-
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.seen: set = set()
-        self.stop = threading.Event()
-
-    def run(self):
-        while not self.stop.is_set():
-            for entry in os.listdir("/proc"):
-                if entry.isdigit():
-                    try:
-                        with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                            raw = fh.read()
-                    except OSError:
-                        continue
-                    if raw:
-                        self.seen.add(raw.replace(b"\0", b" ").decode(errors="replace"))
-
-
-def fab(*args, env=None, input=None, sample=False, timeout=600):
-    """The real `fab`, without a controlling terminal (a prompt reads stdin); optionally sampled."""
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("XCATFAB_SUDO_PASSWORD", "XCATFAB_BMC"))}
-    full.update(env or {})
-    sampler = CmdlineSampler() if sample else None
-    if sampler:
-        sampler.start()
-    try:
-        proc = subprocess.run([os.path.join(BIN, "fab"), *args], capture_output=True, text=True, env=full,
-                              input=input, timeout=timeout, start_new_session=True)
-    finally:
-        if sampler:
-            sampler.stop.set()
-            sampler.join()
-    return (proc, sampler) if sample else proc
-
-
-def normalized(snap, image_ids=()):
-    """A snapshot without interface indexes and the images in ``image_ids`` (the xCAT image stays)."""
-    return {
-        "links": sorted((link["ifname"], link.get("address"), link.get("master"), link.get("operstate"))
-                        for link in snap["link"]),
-        "addrs": sorted((a["ifname"], tuple(sorted((i["family"], i["local"], i["prefixlen"])
-                                                   for i in a.get("addr_info", [])))) for a in snap["addr"]),
-        "routes": sorted(json.dumps(r, sort_keys=True) for r in snap["route"]),
-        "containers": snap["containers"], "networks": sorted(n["Name"] for n in snap["networks"]),
-        "images": sorted(i["Id"] for i in snap["images"] if i["Id"] not in set(image_ids)),
-        "files": snap["files"], "iptables": snap["iptables"], "pids": snap["pids"],
-    }
+from tests.lab.fabrun import CmdlineSampler, fab, normalized, recap
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +35,8 @@ def sudo_host(lab, test_hosts, tmp_path_factory):
 def test_a_wrong_sudo_password_is_one_line_and_changes_nothing(lab, sudo_host):
     name, inv, _password, before = sudo_host
     wrong = "not-the-password-" + os.urandom(4).hex()
-    proc, sampler = fab("-H", name, "deploy", "--inventory", inv, env={"XCATFAB_SUDO_PASSWORD": wrong}, sample=True)
+    proc = fab("-H", name, "deploy", "--inventory", inv, env={"XCATFAB_SUDO_PASSWORD": wrong},
+               sampler=(sampler := CmdlineSampler()))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     failures = [line for line in proc.stdout.splitlines() if "failed:" in line]
     assert failures == [f"{name} | failed: [connect] sudo failed for user {lab.admin_user}: wrong sudo password?"]
@@ -108,7 +47,7 @@ def test_a_wrong_sudo_password_is_one_line_and_changes_nothing(lab, sudo_host):
     # The admin tasks say the same, in their own way.
     status = fab("-H", name, "status", "--inventory", inv, env={"XCATFAB_SUDO_PASSWORD": wrong})
     assert status.returncode == 1 and "connect: sudo failed for user labadmin" in status.stdout
-    node = fab("-H", name, "node", "cn01", "--bmc", "10.0.0.5", "--bmc-user", "ADMIN", "--inventory", inv,
+    node = fab("-H", name, "node", "cn01", "--bmc", "198.18.0.250", "--bmc-user", "ADMIN", "--inventory", inv,
                env={"XCATFAB_SUDO_PASSWORD": wrong, "XCATFAB_BMC_PASSWORD": "bmc-secret-1"})
     assert node.returncode == 1 and recap(node, name) == (0, 0, 1)
     assert lab.snapshot(name) == before
@@ -152,7 +91,7 @@ def test_deploy_and_administer_as_a_sudo_user(lab, sudo_host, ssh_run, docker_on
     name, inv, password, before = sudo_host
     h = lab.host(name)
     env = {"XCATFAB_SUDO_PASSWORD": password}
-    proc, sampler = fab("-H", name, "deploy", "--inventory", inv, env=env, sample=True)
+    proc = fab("-H", name, "deploy", "--inventory", inv, env=env, sampler=(sampler := CmdlineSampler()))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert recap(proc, name)[2] == 0
     # Independently: the container runs with its address, the host's address is on the bridge,
@@ -172,11 +111,11 @@ def test_deploy_and_administer_as_a_sudo_user(lab, sudo_host, ssh_run, docker_on
     proc = fab("--prompt-for-sudo-password", "-H", name, "status", "--inventory", inv, input=password + "\n")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"answering on {h.container_ip}:3001" in proc.stdout
-    proc = fab("-H", name, "node", "cn01", "--bmc", "10.0.0.5", "--bmc-user", "ADMIN", "--inventory", inv,
+    proc = fab("-H", name, "node", "cn01", "--bmc", "198.18.0.250", "--bmc-user", "ADMIN", "--inventory", inv,
                env=dict(env, XCATFAB_BMC_PASSWORD="bmc-secret-2"))
     assert proc.returncode == 0 and recap(proc, name) == (1, 1, 0), proc.stdout + proc.stderr
     proc = fab("-H", name, "xcat", "--inventory", inv, "--", "lsdef", "cn01", "-i", "bmc", env=env)
-    assert proc.returncode == 0 and "    bmc=10.0.0.5" in proc.stdout.splitlines()
+    assert proc.returncode == 0 and "    bmc=198.18.0.250" in proc.stdout.splitlines()
     image_id = docker_on(name, "image", "inspect", "--format", "{{.Id}}", "xcatfab/xcat:standin-lab").stdout.strip()
     proc = fab("-H", name, "teardown", "--restore-network", "--purge-data", "--inventory", inv, env=env)
     assert proc.returncode == 0 and recap(proc, name) == (3, 2, 0), proc.stdout + proc.stderr
