@@ -136,6 +136,32 @@ def connect_options(c, accept_new_host_keys: bool) -> ConnectOptions:
     return options(c, accept_new_host_keys)
 
 
+def many_hosts(c, task_name, inventory, sets, forks, accept_new_host_keys,
+               check_flags=None, check_hosts=None):
+    """(host settings, connection options, pool size) for a task that serves every ``-H`` host at once.
+
+    Everything is validated before any connection: ``check_flags()``, then
+    ``--forks``, the inventory and ``check_hosts(cfgs)``; a :class:`BadInput`
+    from any of them exits 2 with its one line. None on Fabric's later calls
+    of the same task (see :func:`_first_call`).
+    """
+    try:
+        if check_flags:
+            check_flags()
+        pool = parse_forks(forks)
+    except BadInput as exc:
+        _exit_bad_input(exc)
+    cfgs = host_configs(c, inventory, sets)
+    try:
+        if check_hosts:
+            check_hosts(cfgs)
+    except BadInput as exc:
+        _exit_bad_input(exc)
+    if not _first_call(task_name, cfgs):
+        return None
+    return cfgs, connect_options(c, accept_new_host_keys), pool
+
+
 def parse_forks(value) -> int:
     """``--forks``: a positive number of hosts at once."""
     if value is None:
@@ -551,15 +577,12 @@ def node_task(c, name, bmc=None, bmc_user=None, groups=None, mgt=None, set_attr=
     comes from $XCATFAB_BMC_PASSWORD(_FILE) or --prompt-bmc-password and
     reaches xCAT as a stanza on stdin; it is never printed.
     """
-    try:
-        node_request(name, bmc, bmc_user, groups, mgt, set_attr)  # the flags, before the inventory
-        pool = parse_forks(forks)
-    except BadInput as exc:
-        _exit_bad_input(exc)
-    cfgs = host_configs(c, inventory, set)
-    if not _first_call("node", cfgs):
+    run = many_hosts(c, "node", inventory, set, forks, accept_new_host_keys,
+                     # the flags, before the inventory
+                     check_flags=lambda: node_request(name, bmc, bmc_user, groups, mgt, set_attr))
+    if run is None:
         return
-    options = connect_options(c, accept_new_host_keys)
+    cfgs, options, pool = run
     try:
         req = node_request(name, bmc, bmc_user, groups, mgt, set_attr, bmc_password(prompt_bmc_password))
     except BadInput as exc:
@@ -743,14 +766,10 @@ def status_task(c, inventory=None, set=None, accept_new_host_keys=False, forks=N
     Changes nothing; one connection and one round trip per host. Exits 1
     when a host could not be read.
     """
-    try:
-        pool = parse_forks(forks)
-    except BadInput as exc:
-        _exit_bad_input(exc)
-    cfgs = host_configs(c, inventory, set)
-    if not _first_call("status", cfgs):
+    run = many_hosts(c, "status", inventory, set, forks, accept_new_host_keys)
+    if run is None:
         return
-    options = connect_options(c, accept_new_host_keys)
+    cfgs, options, pool = run
     rows = for_each_host(cfgs, lambda cfg: read_status(cfg, options), pool)
     print_status(rows)
     if any(row.get("docker") == "?" for row in rows):
@@ -763,12 +782,13 @@ PROTECTED_DIRS = {"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64
                   "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib"}
 
 
-def check_purge(cfg) -> None:
-    """--purge-data removes ``data_dir``: refuse a path that could be anything else."""
-    path = os.path.normpath(cfg.data_dir or "")
-    if not os.path.isabs(path) or path in PROTECTED_DIRS or path.count("/") < 1:
-        raise BadInput(f"--purge-data: data_dir {cfg.data_dir!r} ({cfg.where('data_dir')}) "
-                       f"is not a directory xcatfab may delete")
+def check_purge(cfgs) -> None:
+    """--purge-data removes each host's ``data_dir``: refuse a path that could be anything else."""
+    for cfg in cfgs:
+        path = os.path.normpath(cfg.data_dir or "")
+        if not os.path.isabs(path) or path in PROTECTED_DIRS or path.count("/") < 1:
+            raise BadInput(f"--purge-data: data_dir {cfg.data_dir!r} ({cfg.where('data_dir')}) "
+                           f"is not a directory xcatfab may delete")
 
 
 def forward_rule(cfg) -> str:
@@ -1121,20 +1141,11 @@ def teardown_task(c, restore_network=False, purge_data=False, plan=False, invent
     the interface back as it was before deploy, safely (undo armed, restore
     detached, confirmed from the controller). A second run has nothing to do.
     """
-    try:
-        pool = parse_forks(forks)
-    except BadInput as exc:
-        _exit_bad_input(exc)
-    cfgs = host_configs(c, inventory, set)
-    if purge_data:
-        try:
-            for cfg in cfgs:
-                check_purge(cfg)
-        except BadInput as exc:
-            _exit_bad_input(exc)
-    if not _first_call("teardown", cfgs):
+    run = many_hosts(c, "teardown", inventory, set, forks, accept_new_host_keys,
+                     check_hosts=check_purge if purge_data else None)
+    if run is None:
         return
-    options = connect_options(c, accept_new_host_keys)
+    cfgs, options, pool = run
     out = Output()
     reports = for_each_host(
         cfgs, lambda cfg: run_teardown(cfg, options, out, restore_network, purge_data, plan), pool)

@@ -507,12 +507,12 @@ def test_the_undo_puts_the_bridge_back_as_it_is_now():
 @pytest.mark.parametrize("data_dir", ["/", "/var", "/etc/", "/usr/../etc", "relative/dir"])
 def test_purge_refuses_system_directories(data_dir):
     with pytest.raises(admin.BadInput, match="--purge-data"):
-        admin.check_purge(cfg(f"data_dir={data_dir}"))
+        admin.check_purge([cfg(f"data_dir={data_dir}")])
 
 
 def test_purge_accepts_a_data_directory():
-    admin.check_purge(cfg("data_dir=/xcatdata"))
-    admin.check_purge(cfg("data_dir=/srv/xcat/data"))
+    admin.check_purge([cfg("data_dir=/xcatdata")])
+    admin.check_purge([cfg("data_dir=/srv/xcat/data")])
 
 
 # ------------------------------------------------------------------ CLI
