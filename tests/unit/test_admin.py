@@ -10,7 +10,6 @@ with one line before anything is contacted.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shlex
 import socket
@@ -23,11 +22,10 @@ import pytest
 from tasks import admin
 from tasks.inventory import load_hosts
 from tasks.secret import Secret
-from tasks.step import Facts
 from tasks.templating import render
+from tests.unit.factshapes import MAC, facts, link
 
 BIN = os.path.dirname(sys.executable)
-MAC = "02:58:46:00:00:14"
 PASSWORD = "Sup3r s3cret!"
 
 
@@ -40,24 +38,6 @@ def cfg(*sets):
     base = ["host_ip=198.18.0.20/24", "gateway=198.18.0.1", "container_ip=198.18.0.120/24",
             "state_dir=/var/lib/xcatfab", "data_dir=/xcatdata", "iso_dir=/iso", "image=xcatfab/xcat:t"]
     return load_hosts(None, names=["lab10"], overrides=base + list(sets))[0]
-
-
-def link(name, addrs=(), mac=MAC, master=None, kind=None, info=None, up=True):
-    data = {"ifname": name, "address": mac, "flags": ["UP"] if up else [],
-            "addr_info": [{"family": "inet", "local": a.split("/")[0], "prefixlen": int(a.split("/")[1]),
-                           "scope": "global"} for a in addrs]}
-    if master:
-        data["master"] = master
-    if kind:
-        data["linkinfo"] = {"info_kind": kind, "info_data": info or {}}
-    return data
-
-
-def facts(**sections):
-    f = Facts()
-    for key, value in sections.items():
-        f[key.replace("__", ".")] = value if isinstance(value, str) else json.dumps(value)
-    return f
 
 
 BRIDGED = dict(

@@ -6,9 +6,8 @@ import pytest
 
 from tasks import bridge, container, docker, xcat
 from tasks.inventory import load_hosts
-from tasks.step import Facts, Run, StepFailed, parse_sections
-
-MAC = "02:58:46:00:00:0b"
+from tasks.step import Run, StepFailed, parse_sections
+from tests.unit.factshapes import MAC, facts, link
 
 
 def cfg(*sets):
@@ -16,25 +15,6 @@ def cfg(*sets):
             "container_fqdn=xcatmn.lab.example", "state_dir=/tmp/st", "data_dir=/d", "iso_dir=/i",
             "macvlan_shim_ip=198.18.0.161"]
     return load_hosts(None, names=["lab1"], overrides=base + list(sets))[0]
-
-
-def link(name, addrs=(), mac=MAC, master=None, kind=None, info=None, up=True, **extra):
-    data = {"ifname": name, "address": mac, "flags": ["UP"] if up else [],
-            "addr_info": [{"family": "inet", "local": a.split("/")[0], "prefixlen": int(a.split("/")[1]),
-                           "scope": "global"} for a in addrs]}
-    if master:
-        data["master"] = master
-    if kind:
-        data["linkinfo"] = {"info_kind": kind, "info_data": info or {}}
-    data.update(extra)
-    return data
-
-
-def facts(**sections):
-    f = Facts()
-    for key, value in sections.items():
-        f[key.replace("__", ".")] = value if isinstance(value, str) else json.dumps(value)
-    return f
 
 
 def run_for(c, f, plan_only=False):
