@@ -33,22 +33,31 @@ def engine_error(facts) -> str:
     return ""
 
 
-def _image_refs(name: str) -> set:
-    ref = name if ":" in name.rsplit("/", 1)[-1] else name + ":latest"
-    return {ref, "docker.io/" + ref, "docker.io/library/" + ref}
+def normal_ref(ref: str) -> str:
+    """An image reference as Docker Hub's short form: no ``docker.io/`` or ``library/``, a tag unless a digest."""
+    for prefix in ("docker.io/", "index.docker.io/", "library/"):
+        ref = ref.removeprefix(prefix)
+    if "@" not in ref and ":" not in ref.rsplit("/", 1)[-1]:
+        ref += ":latest"
+    return ref
+
+
+def is_image(obj: dict, name: str) -> bool:
+    """``obj`` (from docker inspect) is the image ``name``: by tag, or by digest for ``repo@sha256:...``."""
+    known = (obj.get("RepoDigests") or []) if "@" in name else (obj.get("RepoTags") or [])
+    return normal_ref(name) in {normal_ref(ref) for ref in known}
 
 
 def inspected(facts, cfg) -> dict:
     """The container, network and image objects from the one ``docker inspect``."""
     objects = facts.json("docker.inspect", default=[]) or []
     found = {"container": None, "network": None, "image": None}
-    refs = _image_refs(cfg.image)
     for obj in objects:
         if "State" in obj and obj.get("Name") == "/" + cfg.container_name:
             found["container"] = obj
         elif "IPAM" in obj and obj.get("Name") == cfg.docker_network:
             found["network"] = obj
-        elif "RepoTags" in obj and refs & set(obj.get("RepoTags") or []):
+        elif "RepoTags" in obj and is_image(obj, cfg.image):
             found["image"] = obj
     return found
 

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from tasks import bridge, container, docker, xcat
+from tasks import image as image_step
 from tasks.inventory import load_hosts
 from tasks.step import Run, StepFailed, parse_sections
 from tests.unit.factshapes import MAC, facts, link
@@ -118,6 +119,25 @@ def test_docker_install_only_when_missing_and_start_when_down():
               docker__inspect_err="rc=1\nCannot connect to the Docker daemon at unix:///x.sock. "
                                   "Is the docker daemon running?")
     assert [a.kind for a in docker.DockerStep().plan(run_for(cfg(), f))] == ["restart"]
+
+
+@pytest.mark.parametrize("wanted, tags, digests, present", [
+    ("xcat/xcat2", ["xcat/xcat2:latest"], [], True),
+    ("docker.io/xcat/xcat2:latest", ["xcat/xcat2:latest"], [], True),
+    ("daniceexi/xcat:centos6_xcat2.9", ["daniceexi/xcat:centos6_xcat2.9"], [], True),
+    ("debian", ["debian:latest"], [], True),
+    ("docker.io/library/debian:12", ["debian:12"], [], True),
+    ("198.18.0.1:5000/xcatfab/xcat", ["198.18.0.1:5000/xcatfab/xcat:latest"], [], True),
+    ("198.18.0.1:5000/xcatfab/xcat:t2", ["198.18.0.1:5000/xcatfab/xcat:t1"], [], False),
+    ("reg:5000/x@sha256:" + "a" * 64, ["reg:5000/x:t"], ["reg:5000/x@sha256:" + "a" * 64], True),
+    ("reg:5000/x@sha256:" + "b" * 64, ["reg:5000/x:t"], ["reg:5000/x@sha256:" + "a" * 64], False),
+    ("xcat/xcat2@sha256:" + "a" * 64, [], ["xcat/xcat2@sha256:" + "a" * 64], True),
+])
+def test_pull_plans_a_pull_only_when_that_tag_or_digest_is_missing(wanted, tags, digests, present):
+    image = {"Id": "sha256:" + "c" * 64, "RepoTags": tags, "RepoDigests": digests, "Config": {}}
+    f = facts(docker__bin="/usr/bin/docker\n/usr/sbin/dockerd", docker__inspect=[image])
+    actions = image_step.ImageStep().plan(run_for(cfg("image_source=pull", f"image={wanted}"), f))
+    assert [a.kind for a in actions] == ([] if present else ["pull"])
 
 
 # --- container: every managed attribute is compared ------------------------
