@@ -29,7 +29,9 @@ changes the machine's own interfaces, addresses or routes.
 The base image comes from ``debootstrap --variant=minbase bookworm`` into a
 cache directory (no registry is reachable), is ``docker import``-ed into each
 engine and reused. The stand-in xCAT package (tests/standin, NOT real xCAT) is
-served from signed apt repositories on http://198.18.0.1:8089/.
+served from signed apt repositories on http://198.18.0.1:8089/. A Docker
+registry (Debian's docker-registry, plain HTTP, storage in the state
+directory) listens on 198.18.0.1:5000 for ``image_source=pull``.
 
 The lab writes an inventory (``STATE/hosts.ini``), a known_hosts file, an
 OpenSSH client config and the controller engine's ``STATE/env``; see
@@ -92,6 +94,8 @@ RULE_COMMENT = "xcatfab-lab"
 REPO_PORT = 8089
 REPO_SUITE = "bookworm"
 REPO_KEY_NAME = "xcat-lab.asc"
+#: Where the lab's Docker registry listens (image_source=pull), plain HTTP.
+REGISTRY_PORT = 5000
 #: The base image every lab engine gets; the lab preset builds FROM it.
 BASE_IMAGE_REPO = "xcatfab/bookworm-minbase"
 BASE_IMAGE_TAGS = ("latest", "bookworm")
@@ -129,7 +133,7 @@ VETH_RE = re.compile(r"^lab([0-9]+|ctl)-h$")
 
 #: Programs whose leftovers are swept when their command line names a lab path.
 LAB_DAEMONS = ("dockerd", "containerd", "containerd-shim", "containerd-shim-runc-v2",
-               "docker-proxy", "sshd", "gpg-agent", "runc", "python3", "python")
+               "docker-proxy", "sshd", "gpg-agent", "runc", "python3", "python", "docker-registry")
 
 
 def state_dir() -> Path:
@@ -392,6 +396,15 @@ class Lab:
     @property
     def repo_url(self) -> str:
         return f"http://{CONTROLLER_IP}:{REPO_PORT}"
+
+    @property
+    def registry(self) -> str:
+        """``host:port`` of the lab's Docker registry, as image names use it."""
+        return f"{CONTROLLER_IP}:{REGISTRY_PORT}"
+
+    @property
+    def registry_log(self) -> Path:
+        return self.state_dir / "registry.log"
 
     @property
     def names(self) -> list[str]:
@@ -991,27 +1004,43 @@ def build_repos(state: Path, log: Callable[[str], None] = print) -> bool:
     return deb is not None
 
 
-def _start_repo_server(state: Path) -> int:
-    """Serve STATE/repo (and nothing else of STATE) on 198.18.0.1:8089; return the pid."""
-    log = open(state / "http.log", "ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(REPO_PORT), "--bind", CONTROLLER_IP,
-         "--directory", str(state / "repo")],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, cwd=str(state / "repo"))
+def _start_server(state: Path, name: str, argv: list, port: int, cwd: Path) -> int:
+    """Start a lab server (STATE/NAME.pid, STATE/NAME.log), wait until it listens on the controller's port."""
+    log = open(state / f"{name}.log", "ab")
+    proc = subprocess.Popen([str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                            start_new_session=True, cwd=str(cwd))
     log.close()
-    (state / "http.pid").write_text(f"{proc.pid}\n")
+    (state / f"{name}.pid").write_text(f"{proc.pid}\n")
 
     def answers() -> bool:
         if proc.poll() is not None:
-            raise LabError(f"the repo server exited; see {state / 'http.log'}")
+            raise LabError(f"the lab's {name} server exited; see {state / (name + '.log')}")
         try:
-            with socket.create_connection((CONTROLLER_IP, REPO_PORT), timeout=1):
+            with socket.create_connection((CONTROLLER_IP, port), timeout=1):
                 return True
         except OSError:
             return False
 
-    _wait_for(answers, 15, f"the repo server on {CONTROLLER_IP}:{REPO_PORT}")
+    _wait_for(answers, 15, f"the lab's {name} server on {CONTROLLER_IP}:{port}")
     return proc.pid
+
+
+def _start_repo_server(state: Path) -> int:
+    """Serve STATE/repo (and nothing else of STATE) on 198.18.0.1:8089; return the pid."""
+    return _start_server(state, "http", [sys.executable, "-m", "http.server", REPO_PORT, "--bind", CONTROLLER_IP,
+                                         "--directory", state / "repo"], REPO_PORT, state / "repo")
+
+
+def _start_registry(state: Path) -> int:
+    """Run Debian's docker-registry on 198.18.0.1:5000 with its storage in STATE; return the pid."""
+    config = state / "registry.yml"
+    _write(config, render("lab/registry.yml.j2", root=str(state / "registry"),
+                          addr=f"{CONTROLLER_IP}:{REGISTRY_PORT}"))
+    return _start_server(state, "registry", ["docker-registry", "serve", config], REGISTRY_PORT, state)
+
+
+def _registry_pid(state: Path) -> Optional[int]:
+    return _live_pid(state / "registry.pid", str(state / "registry.yml"))
 
 
 def _repo_server_pid(state: Path) -> Optional[int]:
@@ -1127,6 +1156,8 @@ def _dockerd_flags(host: LabHost) -> list[tuple[str, str]]:
         ("--default-address-pool", ENGINE_ADDRESS_POOL),
         # Containers' DNS goes to the controller's lab address, never off the machine.
         ("--dns", CONTROLLER_IP),
+        # The lab's registry speaks plain HTTP (image_source=pull tests).
+        ("--insecure-registry", f"{CONTROLLER_IP}:{REGISTRY_PORT}"),
         ("--cgroup-parent", f"/{CGROUP_PARENT}/{host.name}"),
     ]
 
@@ -1261,6 +1292,8 @@ def _healthy(lab: Lab) -> list[str]:
     problems = []
     if _repo_server_pid(lab.state_dir) is None:
         problems.append("repo server not running")
+    if _registry_pid(lab.state_dir) is None:
+        problems.append("registry not running")
     netns = set(_lab_netns_names())
     for host in lab.engines():
         if host.netns not in netns:
@@ -1364,6 +1397,7 @@ def _bring_up(lab: Lab, state: Path, engines: list[LabHost], created_paths: list
     mark("sshd")
     lab.has_xcat_package = repos.result()
     lab.http_pid = _start_repo_server(state)
+    _start_registry(state)
     for future in dockerds:
         future.result()
     mark("dockerd")
@@ -1398,7 +1432,8 @@ def _bring_up(lab: Lab, state: Path, engines: list[LabHost], created_paths: list
 
 def _check_tools() -> None:
     missing = [t for t in ("dockerd", "docker", "sshd", "ssh-keygen", "ip", "iptables", "nsenter",
-                           "unshare", "debootstrap", "dpkg-scanpackages", "gpg", "visudo", "useradd")
+                           "unshare", "debootstrap", "dpkg-scanpackages", "gpg", "visudo", "useradd",
+                           "docker-registry")
                if not shutil.which(t) and not Path("/usr/sbin", t).exists()]
     if missing:
         raise LabError("missing tools: " + ", ".join(missing) + " (apt packages: tests/lab/apt-packages.txt)")
@@ -1454,6 +1489,7 @@ def lab_down(log: Callable[[str], None] = print) -> None:
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(engines))) as pool:
         list(pool.map(_stop_engine, engines))
     _stop_pid(_repo_server_pid(state), f"--directory {state / 'repo'}", timeout=5)
+    _stop_pid(_registry_pid(state), str(state / "registry.yml"), timeout=5)
     _run(["gpgconf", "--kill", "all"], env={"GNUPGHOME": str(state / "gnupg")}, check=False)
     # 2. Whatever is left (a crash leaves shims, sessions, sleepers): TERM, then KILL.
     for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
@@ -1561,11 +1597,13 @@ def lab_status() -> dict:
         return {"up": False, "state_dir": str(state_dir()), "hosts": {},
                 "leftovers": _leftovers()}
     repo_pid = _repo_server_pid(lab.state_dir)
+    registry_pid = _registry_pid(lab.state_dir)
     status = {"up": True, "state_dir": str(lab.state_dir), "inventory": str(lab.inventory),
               "controller_docker_host": lab.controller_docker_host,
-              "repo_server": {"pid": repo_pid, "url": lab.repo_url}, "hosts": {},
+              "repo_server": {"pid": repo_pid, "url": lab.repo_url},
+              "registry": {"pid": registry_pid, "address": lab.registry}, "hosts": {},
               "isolation_rules": len(lab_iptables_rules())}
-    if repo_pid is None or status["isolation_rules"] != len(_iptables_rules()):
+    if repo_pid is None or registry_pid is None or status["isolation_rules"] != len(_iptables_rules()):
         status["up"] = False
 
     def check(host: LabHost) -> dict:
@@ -1653,7 +1691,9 @@ def _print_status(status: dict) -> None:
         return
     repo = status["repo_server"]
     print(f"state {status['state_dir']}  inventory {status['inventory']}")
+    registry = status["registry"]
     print(f"repo server {repo['url']} pid {repo['pid'] or 'NOT RUNNING'}; "
+          f"registry {registry['address']} pid {registry['pid'] or 'NOT RUNNING'}; "
           f"isolation rules {status['isolation_rules']}/{len(_iptables_rules())}; "
           f"controller engine DOCKER_HOST={status['controller_docker_host']}")
     print(f"{'host':8} {'address':14} {'sshd pid':>9} {'dockerd pid':>11}  {'ssh':8} docker info")

@@ -1,8 +1,10 @@
 """Image sources end to end: `inv build-image` on the controller's engine, then
-`ship` (docker save | docker load over SSH) and `load` (a tarball) to lab hosts.
+`ship` (docker save | docker load over SSH), `load` (a tarball) and `pull`
+(from the lab's registry) to lab hosts.
 
 The controller's "local" engine is the lab's `labctl` dockerd (STATE/env).
-Image IDs are compared with the docker CLI on each engine's own socket.
+Image IDs are compared with the docker CLI on each engine's own socket; what
+the registry served is read from its own access log.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import subprocess
 import sys
 
 import pytest
+
+from tests.lab.fabrun import fab, recap
 
 BIN = os.path.dirname(sys.executable)
 
@@ -84,3 +88,54 @@ def test_load_from_a_tarball(lab, test_hosts, built, docker_on, tmp_path):
     assert on_host == built
     second = run(fab, env)
     assert second.returncode == 0 and "ok: [image]" in second.stdout, second.stdout
+
+
+def manifest_gets(lab, since: int, host: str, tag: str) -> int:
+    """How many manifest requests for ``tag`` the registry logged from ``host``'s address after byte ``since``."""
+    log = lab.registry_log.read_bytes()[since:].decode(errors="replace")
+    ip = re.escape(lab.host(host).ip)
+    return len(re.findall(rf"^{ip} .*\"(?:GET|HEAD) /v2/xcatfab/xcat/manifests/{re.escape(tag)} ", log, re.M))
+
+
+def test_pull_from_a_registry_by_tag_then_digest_and_a_missing_tag_fails_clearly(lab, test_hosts, built, docker_on):
+    env = controller_env(lab)
+    ref = f"{lab.registry}/xcatfab/xcat:pulled"
+    assert run(["docker", "tag", "xcatfab/xcat:standin-lab", ref], env).returncode == 0
+    pushed = run(["docker", "push", ref], env)
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    digest = re.search(r"digest: (sha256:[0-9a-f]{64})", pushed.stdout).group(1)
+    host = test_hosts[0]
+    lab.reset_host(host, images=True)
+    inv = str(lab.inventory)
+
+    def image(name):
+        return fab("-H", host, "image", "--inventory", inv, "--set", "image_source=pull", "--set", f"image={name}",
+                   counts=True)
+
+    since = lab.registry_log.stat().st_size
+    first = image(ref)
+    assert first.returncode == 0 and recap(first, host)[1:] == (1, 0), first.stdout + first.stderr
+    assert f"docker pull {ref}" in first.stdout
+    on_host = docker_on(host, "image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()
+    assert on_host == built
+    assert manifest_gets(lab, since, host, "pulled") >= 1, "the registry never served the host"
+
+    # Present: nothing pulled, one connection and one command.
+    since = lab.registry_log.stat().st_size
+    again = image(ref)
+    assert again.returncode == 0 and recap(again, host)[1:] == (0, 0), again.stdout
+    assert re.search(rf"^{host}: connections=1 commands=1$", again.stdout, re.M)
+    assert manifest_gets(lab, since, host, "pulled") == 0
+
+    # The same image pinned by digest is recognised from the host's RepoDigests.
+    pinned = image(f"{lab.registry}/xcatfab/xcat@{digest}")
+    assert pinned.returncode == 0 and recap(pinned, host)[1:] == (0, 0), pinned.stdout
+
+    # A tag the registry does not have: one failed step naming the host and docker's reason.
+    missing = image(f"{lab.registry}/xcatfab/xcat:no-such-tag")
+    assert missing.returncode == 1 and recap(missing, host)[1:] == (0, 1), missing.stdout + missing.stderr
+    failed = [line for line in missing.stdout.splitlines() if "failed: [image]" in line]
+    assert len(failed) == 1 and "manifest unknown" in missing.stdout, missing.stdout
+    images = docker_on(host, "image", "ls", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+    assert f"{lab.registry}/xcatfab/xcat:no-such-tag" not in images
+    lab.reset_host(host, images=True)

@@ -34,6 +34,7 @@ def test_lab_down_leaves_nothing_behind(lab, docker_on, ssh_run):
     markers = (str(state) + "/", str(run_dir) + "/")
     recorded = [pid for h in lab.engines() for pid in (h.sshd_pid(), h.dockerd_pid()) if pid]
     recorded.append(lab.http_pid or int((state / "http.pid").read_text()))
+    recorded.append(int((state / "registry.pid").read_text()))
     table = labmod._process_table()
     children = [p["pid"] for p in table if p["ppid"] in recorded]          # containerd, sessions
     shims = [p["pid"] for p in table if p["prog"].startswith("containerd-shim") and
@@ -58,7 +59,8 @@ def test_lab_down_leaves_nothing_behind(lab, docker_on, ssh_run):
         except OSError:
             continue
         prog = os.path.basename(cmdline.split(" ", 1)[0])
-        if prog.startswith(("dockerd", "containerd", "sshd", "docker-proxy", "gpg-agent")) or "sleep 777" in cmdline:
+        daemons = ("dockerd", "containerd", "sshd", "docker-proxy", "gpg-agent", "docker-registry")
+        if prog.startswith(daemons) or "sleep 777" in cmdline:
             assert not any(m in cmdline for m in markers) and "sleep 777" not in cmdline, cmdline
     links = json.loads(subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True,
                                       check=True).stdout)
