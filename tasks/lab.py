@@ -31,7 +31,7 @@ cache directory (no registry is reachable), is ``docker import``-ed into each
 engine and reused. The stand-in xCAT package (tests/standin, NOT real xCAT) is
 served from signed apt repositories on http://198.18.0.1:8089/. A Docker
 registry (Debian's docker-registry, plain HTTP, storage in the state
-directory) listens on 198.18.0.1:5000 for ``image_source=pull``.
+directory) listens on 198.18.0.2:5000 for ``image_source=pull``.
 
 The lab writes an inventory (``STATE/hosts.ini``), a known_hosts file, an
 OpenSSH client config and the controller engine's ``STATE/env``; see
@@ -94,8 +94,10 @@ RULE_COMMENT = "xcatfab-lab"
 REPO_PORT = 8089
 REPO_SUITE = "bookworm"
 REPO_KEY_NAME = "xcat-lab.asc"
-#: Where the lab's Docker registry listens (image_source=pull), plain HTTP.
-REGISTRY_PORT = 5000
+#: The lab's Docker registry (image_source=pull), plain HTTP. It runs in the
+#: controller engine's namespace, so nothing on the machine (say a
+#: docker-registry service the package started on *:5000) can take its port.
+REGISTRY = f"{CONTROLLER_ENGINE_IP}:5000"
 #: The base image every lab engine gets; the lab preset builds FROM it.
 BASE_IMAGE_REPO = "xcatfab/bookworm-minbase"
 BASE_IMAGE_TAGS = ("latest", "bookworm")
@@ -400,7 +402,7 @@ class Lab:
     @property
     def registry(self) -> str:
         """``host:port`` of the lab's Docker registry, as image names use it."""
-        return f"{CONTROLLER_IP}:{REGISTRY_PORT}"
+        return REGISTRY
 
     @property
     def registry_log(self) -> Path:
@@ -1004,8 +1006,8 @@ def build_repos(state: Path, log: Callable[[str], None] = print) -> bool:
     return deb is not None
 
 
-def _start_server(state: Path, name: str, argv: list, port: int, cwd: Path) -> int:
-    """Start a lab server (STATE/NAME.pid, STATE/NAME.log), wait until it listens on the controller's port."""
+def _start_server(state: Path, name: str, argv: list, address: str, cwd: Path) -> int:
+    """Start a lab server (STATE/NAME.pid, STATE/NAME.log); wait until it listens on ``address`` (ip:port)."""
     log = open(state / f"{name}.log", "ab")
     proc = subprocess.Popen([str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                             start_new_session=True, cwd=str(cwd))
@@ -1016,27 +1018,29 @@ def _start_server(state: Path, name: str, argv: list, port: int, cwd: Path) -> i
         if proc.poll() is not None:
             raise LabError(f"the lab's {name} server exited; see {state / (name + '.log')}")
         try:
-            with socket.create_connection((CONTROLLER_IP, port), timeout=1):
+            with socket.create_connection((ip, int(port)), timeout=1):
                 return True
         except OSError:
             return False
 
-    _wait_for(answers, 15, f"the lab's {name} server on {CONTROLLER_IP}:{port}")
+    ip, port = address.rsplit(":", 1)
+    _wait_for(answers, 15, f"the lab's {name} server on {address}")
     return proc.pid
 
 
 def _start_repo_server(state: Path) -> int:
     """Serve STATE/repo (and nothing else of STATE) on 198.18.0.1:8089; return the pid."""
     return _start_server(state, "http", [sys.executable, "-m", "http.server", REPO_PORT, "--bind", CONTROLLER_IP,
-                                         "--directory", state / "repo"], REPO_PORT, state / "repo")
+                                         "--directory", state / "repo"], f"{CONTROLLER_IP}:{REPO_PORT}",
+                         state / "repo")
 
 
-def _start_registry(state: Path) -> int:
-    """Run Debian's docker-registry on 198.18.0.1:5000 with its storage in STATE; return the pid."""
+def _start_registry(state: Path, controller: LabHost) -> int:
+    """Run Debian's docker-registry on 198.18.0.2:5000 (the controller engine's namespace); return the pid."""
     config = state / "registry.yml"
-    _write(config, render("lab/registry.yml.j2", root=str(state / "registry"),
-                          addr=f"{CONTROLLER_IP}:{REGISTRY_PORT}"))
-    return _start_server(state, "registry", ["docker-registry", "serve", config], REGISTRY_PORT, state)
+    _write(config, render("lab/registry.yml.j2", root=str(state / "registry"), addr=REGISTRY))
+    return _start_server(state, "registry", ["nsenter", f"--net={controller.netns_path}", "--",
+                                             "docker-registry", "serve", config], REGISTRY, state)
 
 
 def _registry_pid(state: Path) -> Optional[int]:
@@ -1157,7 +1161,7 @@ def _dockerd_flags(host: LabHost) -> list[tuple[str, str]]:
         # Containers' DNS goes to the controller's lab address, never off the machine.
         ("--dns", CONTROLLER_IP),
         # The lab's registry speaks plain HTTP (image_source=pull tests).
-        ("--insecure-registry", f"{CONTROLLER_IP}:{REGISTRY_PORT}"),
+        ("--insecure-registry", REGISTRY),
         ("--cgroup-parent", f"/{CGROUP_PARENT}/{host.name}"),
     ]
 
@@ -1397,7 +1401,7 @@ def _bring_up(lab: Lab, state: Path, engines: list[LabHost], created_paths: list
     mark("sshd")
     lab.has_xcat_package = repos.result()
     lab.http_pid = _start_repo_server(state)
-    _start_registry(state)
+    _start_registry(state, controller)
     for future in dockerds:
         future.result()
     mark("dockerd")

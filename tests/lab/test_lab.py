@@ -219,9 +219,10 @@ def test_repo_server_binds_the_controller_lab_address_only(lab):
         assert b" 404 " in sock.recv(100), "the server must serve the repo tree only, not the state dir"
 
 
-def test_registry_binds_the_controller_lab_address_only(lab):
-    assert _listening(port=5000) == ["198.18.0.1:5000"]
-    with socket.create_connection(("198.18.0.1", 5000), timeout=5) as sock:
+def test_registry_listens_in_the_controller_engines_namespace_only(lab):
+    assert _listening(lab.controller.netns, port=5000) == ["198.18.0.2:5000"]
+    assert all(not addr.startswith("198.18.") for addr in _listening(port=5000))  # none in the root namespace
+    with socket.create_connection(("198.18.0.2", 5000), timeout=5) as sock:
         sock.sendall(b"GET /v2/ HTTP/1.0\r\n\r\n")
         head = sock.recv(200)
     assert head.startswith(b"HTTP/1.0 200") and b"Docker-Distribution-Api-Version: registry/2.0" in head
