@@ -167,9 +167,14 @@ def netplan_file(cfg) -> str:
     return f"/etc/netplan/90-xcatfab-{cfg.bridge}.yaml"
 
 
-def render_netplan(cfg, address, gateway, mac) -> str:
+def render_netplan(cfg, address, gateway, mac, extra_addrs=(), static_routes=()) -> str:
+    """The bridge as netplan should bring it up after a reboot: every address and static route the
+    live change moves (``address`` first), so a reboot cannot cut off a path the move kept."""
+    addresses = [str(address)] + [str(a) for a in extra_addrs if str(a) != str(address)]
+    routes = [{"to": r["dst"] if "/" in r["dst"] else f"{r['dst']}/32", "via": r["gateway"]}
+              for r in static_routes if r.get("gateway") and r.get("dst")]
     return render("host/netplan-bridge.yaml.j2", bridge=cfg.bridge, iface=cfg.mgmt_interface,
-                  address=str(address), gateway=gateway or "", mac=mac)
+                  addresses=list(dict.fromkeys(addresses)), gateway=gateway or "", mac=mac, routes=routes)
 
 
 class BridgeStep(Step):
@@ -203,11 +208,20 @@ class BridgeStep(Step):
                     "bridge_routes": movable_routes(facts, cfg.bridge),
                 },
             }))
+        elif facts.kv("bridge.rollback").get("pending") == "bridge-rollback":
+            # An earlier run applied the change and was interrupted before confirming it: the
+            # host would roll back a bridge that is right. This run reached the host, so confirm.
+            actions.append(Action("disarm", "confirm the change an interrupted run left unconfirmed "
+                                            "and cancel its pending rollback"))
         if forward_rule_needed(cfg, facts):
             actions.append(Action("forward", f"accept forwarding across {cfg.bridge} in DOCKER-USER "
                                              "(br_netfilter would drop it)"))
         if uses_netplan(cfg, facts):
-            content = render_netplan(cfg, address, gateway, iface.get("address"))
+            bridge = all_links.get(cfg.bridge)
+            content = render_netplan(cfg, address, gateway, iface.get("address"),
+                                     extra_addrs=ipv4(bridge) + ipv4(iface),
+                                     static_routes=movable_routes(facts, cfg.bridge)
+                                     + movable_routes(facts, cfg.mgmt_interface))
             if facts.text("bridge.netplan_file").strip() != content.strip():
                 actions.append(Action("netplan", f"write {netplan_file(cfg)} (persists across reboot)",
                                       {"content": content}))
@@ -217,6 +231,9 @@ class BridgeStep(Step):
         by_kind = {a.kind: a for a in actions}
         if "move" in by_kind:
             self._move(run, by_kind["move"])
+        if "disarm" in by_kind and not self._disarm(run):
+            raise StepFailed("the rollback an interrupted run left armed has started: it puts the host "
+                             "back as it was before that run; run the step again once it has finished")
         if "netplan" in by_kind:
             run.remote.write_file(netplan_file(run.cfg), by_kind["netplan"].data["content"],
                                   mode=0o600, step=self.name)
@@ -276,11 +293,20 @@ class BridgeStep(Step):
             if diffs:
                 problem = "after the change the host still differs: " + "; ".join(diffs)
                 break
-            run.remote.template("host/bridge-disarm.sh.j2", step=self.name, check=True,
-                                state_dir=cfg.state_dir)
+            if not self._disarm(run):
+                return "verified, but the rollback had started before it could be cancelled"
             run.say("bridge: verified from the controller, rollback disarmed")
             return None
         return problem
+
+    def _disarm(self, run) -> bool:
+        """Cancel the pending rollback; False when it has already started (it then runs to its end)."""
+        result = run.remote.template("host/bridge-disarm.sh.j2", step=self.name, state_dir=run.cfg.state_dir)
+        if result.ok:
+            return True
+        if "too late" in result.err:
+            return False
+        raise StepFailed(f"could not disarm the rollback: {result.tail()}")
 
     def _await_rollback(self, run, deadline, problem) -> None:
         """The change is not confirmed: let the host roll back, then say so."""

@@ -131,6 +131,44 @@ def test_failed_bridge_change_is_rolled_back_by_the_host(lab, deploy_host, ssh_r
         ssh_run(host, "iptables -D INPUT -i mydocker0 -j DROP", check=False)
 
 
+def test_a_rollback_left_armed_by_an_interrupted_run_is_cancelled_by_the_next(lab, deploy_host, ssh_run,
+                                                                               monkeypatch):
+    """Ctrl-C right after the change applied, before it was confirmed: the host keeps a rollback
+    armed. The next run must not call the bridge converged and let it fire: it confirms and
+    cancels it, and the address stays on the bridge past the old deadline."""
+    from tasks.bridge import BridgeStep
+    from tasks.deploy import DeployOptions, run_host
+    from tasks.inventory import load_hosts
+    from tasks.report import Output
+
+    host, seconds = deploy_host.name, 25
+    sets = [f"rollback_seconds={seconds}"]
+    cfg = load_hosts(str(lab.inventory), names=[host], overrides=sets)[0]
+
+    def interrupted(self, run, deadline):
+        raise KeyboardInterrupt  # the admin's Ctrl-C, the moment the change is on the host
+
+    monkeypatch.setattr(BridgeStep, "_confirm", interrupted)
+    armed_at = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_host(cfg, ["bridge"], DeployOptions(), Output())
+    monkeypatch.undo()
+    # Independently: the change is on the host, and its rollback sleeper is waiting.
+    assert addresses(ssh_run, host).get("mydocker0") == [f"{deploy_host.ip}/24"]
+    sleeper = f"{cfg.state_dir}/run/bridge-rollback.claim"  # in the sleeper's command line
+    assert sleeper in ssh_run(host, "ps -eo args").stdout
+
+    proc = fab("-H", host, "bridge", "--inventory", str(lab.inventory), "--set", sets[0])
+    assert proc.returncode == 0 and recap(proc, host)[1:] == (1, 0), proc.stdout + proc.stderr
+    assert "cancel its pending rollback" in proc.stdout
+    assert sleeper not in ssh_run(host, "ps -eo args").stdout
+    time.sleep(max(0.0, armed_at + seconds + 3 - time.monotonic()))
+    addrs = addresses(ssh_run, host)
+    assert addrs.get("mydocker0") == [f"{deploy_host.ip}/24"] and not addrs.get("eth0"), addrs
+    again = fab("-H", host, "bridge", "--inventory", str(lab.inventory), "--set", sets[0])
+    assert again.returncode == 0 and recap(again, host)[1:] == (0, 0), again.stdout
+
+
 def test_daemon_json_is_merged_not_clobbered(lab, test_hosts, ssh_run):
     """The docker step merges its keys into the host's daemon.json, keeps the others,
     restarts dockerd with the inventory's docker_restart, and then leaves it alone."""

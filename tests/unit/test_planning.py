@@ -96,6 +96,36 @@ def test_netplan_file_rendered_when_the_host_uses_netplan():
     assert bridge.BridgeStep().plan(run_for(cfg("netplan=no"), facts(**AFTER, bridge__netplan="present=yes"))) == []
 
 
+def test_a_rollback_left_armed_on_a_right_bridge_is_confirmed_and_cancelled():
+    """An interrupted run applied the change but never confirmed it: the next run must not call the
+    bridge converged while the host is about to roll it back."""
+    pending = facts(**AFTER, bridge__rollback="apply=done\npending=bridge-rollback")
+    assert [a.kind for a in bridge.BridgeStep().plan(run_for(cfg(), pending))] == ["disarm"]
+    settled = facts(**AFTER, bridge__rollback="apply=done\nrollback=disarmed at 2026-11-29T20:00:00Z")
+    assert bridge.BridgeStep().plan(run_for(cfg(), settled)) == []
+    # A host that still needs the move: the new launch cancels the old rollback itself.
+    moving = facts(**BEFORE, bridge__rollback="pending=bridge-rollback")
+    assert [a.kind for a in bridge.BridgeStep().plan(run_for(cfg(), moving))] == ["move"]
+
+
+def test_netplan_file_keeps_every_address_and_static_route_the_move_keeps():
+    """A reboot must not cut off a path the live move kept (a second address, a static route)."""
+    f = facts(host__links=[link("lo"), link("eth0", ["198.18.0.11/24", "198.18.0.50/24"])],
+              host__routes=[{"dst": "default", "gateway": "198.18.0.1", "dev": "eth0"},
+                            {"dst": "198.18.0.0/24", "dev": "eth0", "protocol": "kernel"},
+                            {"dst": "198.18.7.0/24", "gateway": "198.18.0.254", "dev": "eth0"},
+                            {"dst": "198.18.9.9", "gateway": "198.18.0.254", "dev": "eth0"}],
+              bridge__netplan="present=yes")
+    by_kind = {a.kind: a for a in bridge.BridgeStep().plan(run_for(cfg(), f))}
+    assert by_kind["move"].data["iface_addrs"] == ["198.18.0.11/24", "198.18.0.50/24"]
+    yaml = pytest.importorskip("yaml")
+    doc = yaml.safe_load(by_kind["netplan"].data["content"])["network"]["bridges"]["mydocker0"]
+    assert doc["addresses"] == ["198.18.0.11/24", "198.18.0.50/24"]
+    assert doc["routes"] == [{"to": "default", "via": "198.18.0.1"},
+                             {"to": "198.18.7.0/24", "via": "198.18.0.254"},
+                             {"to": "198.18.9.9/32", "via": "198.18.0.254"}]
+
+
 def test_docker_merges_daemon_json_and_never_clobbers():
     c = cfg('docker_daemon_json={"log-driver": "journald", "log-opts": {"max-size": "10m"}}')
     f = facts(docker__bin="/usr/bin/docker\n/usr/sbin/dockerd",
