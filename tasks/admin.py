@@ -19,9 +19,10 @@ sourced) and exits with the command's status, the worst one over several
 hosts (255: the host could not be reached; 125: the container is not
 running). It exits itself, so the anonymous task Fabric appends for a ``--``
 remainder (``c.run`` of the remainder on every host, fabric/executor.py
-``expand_calls``) never runs. Values of ``*password*=`` attributes in its
-output are masked unless ``--show-passwords``; commands that would put a
-password on a command line are refused (use ``node``).
+``expand_calls``) never runs. Password values in its output (``*password*=``
+attributes, ``nodels`` password columns, password columns of ``tabdump``) and
+any secret the run knows are masked unless ``--show-passwords``; commands that
+would put a password on a command line are refused (use ``node``).
 
 ``node`` is the guide's mkdef/chdef step. The BMC password comes from
 ``$XCATFAB_BMC_PASSWORD``, the chmod-600 file named by
@@ -51,6 +52,7 @@ only then. A second run finds nothing to do.
 from __future__ import annotations
 
 import concurrent.futures
+import csv
 import hashlib
 import ipaddress
 import os
@@ -71,7 +73,7 @@ from .docker import engine_error, inspected
 from .inventory import EXIT_BAD_INPUT, HostConfig
 from .remote import RemoteError
 from .report import CHANGED, FAILED, OK, HostReport, Output, StepResult, print_recap
-from .secret import MASK, Secret, SecretError, lookup, mask_in
+from .secret import MASK, Secret, SecretError, lookup, mask_in, prompt_for
 from .ssh import ConnectError, ConnectOptions, connect
 from .step import Action, Facts, Run, StepFailed, fact_script, parse_sections
 from .templating import render
@@ -116,17 +118,9 @@ def _first_call(task_name: str, cfgs) -> bool:
 
 def host_configs(c, inventory, sets) -> list[HostConfig]:
     """Every ``-H`` host's validated settings (bad input: exit 2 before any connection)."""
-    from . import bad_input_exits
-    from .inventory import default_inventory_path, load_hosts
-    from .remote_tasks import cli_hosts, this_host
+    from .remote_tasks import cli_host_configs
 
-    name = this_host(c)
-    names = []
-    for host in (cli_hosts() or []) + [name]:
-        if host not in names:
-            names.append(host)
-    with bad_input_exits():
-        return load_hosts(inventory or default_inventory_path(), names=names, overrides=sets)
+    return cli_host_configs(c, inventory, sets)
 
 
 def connect_options(c, accept_new_host_keys: bool) -> ConnectOptions:
@@ -136,13 +130,11 @@ def connect_options(c, accept_new_host_keys: bool) -> ConnectOptions:
     return options(c, accept_new_host_keys)
 
 
-def many_hosts(c, task_name, inventory, sets, forks, accept_new_host_keys,
-               check_flags=None, check_hosts=None):
+def many_hosts(c, task_name, inventory, sets, forks, accept_new_host_keys, check_flags=None):
     """(host settings, connection options, pool size) for a task that serves every ``-H`` host at once.
 
     Everything is validated before any connection: ``check_flags()``, then
-    ``--forks``, the inventory and ``check_hosts(cfgs)``; a :class:`BadInput`
-    from any of them exits 2 with its one line. None on Fabric's later calls
+    ``--forks`` and the inventory; bad input from any of them exits 2 with its one line. None on Fabric's later calls
     of the same task (see :func:`_first_call`).
     """
     try:
@@ -152,11 +144,6 @@ def many_hosts(c, task_name, inventory, sets, forks, accept_new_host_keys,
     except BadInput as exc:
         _exit_bad_input(exc)
     cfgs = host_configs(c, inventory, sets)
-    try:
-        if check_hosts:
-            check_hosts(cfgs)
-    except BadInput as exc:
-        _exit_bad_input(exc)
     if not _first_call(task_name, cfgs):
         return None
     return cfgs, connect_options(c, accept_new_host_keys), pool
@@ -284,16 +271,49 @@ def container_command(words: Optional[list], line: Optional[str]) -> str:
 
 
 def output_masker(show_passwords: bool, known: list) -> Callable[[str], str]:
-    """A function that hides password values (and any known secret) in an output line."""
+    """A function that hides password values (and any known secret) in the output lines of one host.
+
+    It knows the three shapes xCAT prints a password in: ``attr=value``
+    (lsdef), ``node: table.password: value`` (nodels), and a password column
+    of a ``tabdump`` CSV (the ``#...`` header line names the columns, so the
+    masker keeps state: make one per host's output stream).
+    """
+    csv_columns: list = []  # password columns of the tabdump being printed
 
     def mask(line: str) -> str:
-        """``line`` with password attribute values and known secrets replaced by the mask."""
+        """``line`` with password values and known secrets replaced by the mask."""
+        nonlocal csv_columns
         line = mask_in(line, known)
-        if not show_passwords:
-            line = PASSWORD_LINE.sub(lambda m: m.group(1) + MASK, line)
-        return line
+        if show_passwords:
+            return line
+        if line.startswith("#") and "," in line:
+            names = [n.strip().lower() for n in line[1:].split(",")]
+            csv_columns = [i for i, n in enumerate(names) if "password" in n]
+            return line
+        if csv_columns and line.startswith('"'):
+            return _mask_csv_columns(line, csv_columns)
+        line = NODELS_PASSWORD.sub(lambda m: m.group(1) + MASK, line)
+        return PASSWORD_LINE.sub(lambda m: m.group(1) + MASK, line)
 
     return mask
+
+
+#: ``nodels NODE ipmi.password`` prints ``NODE: ipmi.password: VALUE``.
+NODELS_PASSWORD = re.compile(r"^(\S+:\s*[\w.]*password[\w.]*:\s*)\S.*$", re.IGNORECASE)
+
+
+def _mask_csv_columns(line: str, columns: list) -> str:
+    """A tabdump row (``"a","b",,"c"``) with the non-empty fields at ``columns`` masked."""
+    try:
+        fields = next(csv.reader([line]))
+    except (csv.Error, StopIteration):
+        return MASK  # a row that cannot be parsed might hold a password: hide it whole
+    if not any(i < len(fields) and fields[i] for i in columns):
+        return line
+    for i in columns:
+        if i < len(fields) and fields[i]:
+            fields[i] = MASK
+    return ",".join('"' + f.replace('"', '""') + '"' if f else "" for f in fields)
 
 
 def known_secrets() -> list:
@@ -357,8 +377,9 @@ def xcat_task(c, cmd=None, show_passwords=False, inventory=None, set=None, accep
     options = connect_options(c, accept_new_host_keys)
     several = len(cfgs) > 1
     out, err = Output(prefix=several), Output(stream=sys.stderr, prefix=several)
-    mask = output_masker(show_passwords, known_secrets())
-    codes = for_each_host(cfgs, lambda cfg: run_xcat(cfg, command, options, out, err, mask), pool)
+    secrets = known_secrets() + ([options.sudo_password] if options.sudo_password else [])
+    codes = for_each_host(
+        cfgs, lambda cfg: run_xcat(cfg, command, options, out, err, output_masker(show_passwords, secrets)), pool)
     # Exit here, with the worst status: Fabric would otherwise go on to the
     # other -H hosts and then c.run() the remainder on each of them.
     raise Exit(code=max(codes))
@@ -433,11 +454,9 @@ def node_request(name, bmc, bmc_user, groups=None, mgt=None, set_attr=(), passwo
 
 def bmc_password(prompt: bool) -> Secret:
     """The BMC password: a prompt when asked for, else the environment or its _FILE."""
-    if prompt:
-        import getpass
-
-        return Secret(getpass.getpass("BMC password: "), "prompt")
     try:
+        if prompt:
+            return prompt_for("BMC password: ")
         found = lookup(BMC_PASSWORD_ENV)
     except SecretError as exc:
         raise BadInput(f"BMC password: {exc}") from None
@@ -778,19 +797,6 @@ def status_task(c, inventory=None, set=None, accept_new_host_keys=False, forks=N
 
 # ====================================================================== teardown
 #: Directories --purge-data refuses to remove, whatever the inventory says.
-PROTECTED_DIRS = {"/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/media", "/mnt", "/opt",
-                  "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib"}
-
-
-def check_purge(cfgs) -> None:
-    """--purge-data removes each host's ``data_dir``: refuse a path that could be anything else."""
-    for cfg in cfgs:
-        path = os.path.normpath(cfg.data_dir or "")
-        if not os.path.isabs(path) or path in PROTECTED_DIRS or path.count("/") < 1:
-            raise BadInput(f"--purge-data: data_dir {cfg.data_dir!r} ({cfg.where('data_dir')}) "
-                           f"is not a directory xcatfab may delete")
-
-
 def forward_rule(cfg) -> str:
     """The DOCKER-USER rule the bridge step adds, as ``iptables -S`` prints it."""
     return f"-A DOCKER-USER -i {cfg.bridge} -o {cfg.bridge} -j ACCEPT"
@@ -966,10 +972,19 @@ class Teardown:
             bridge=cfg.bridge, forward="forward" in kinds, netplan=netplan_file(cfg) if "netplan" in kinds else "",
             announce=[])
 
-    def finish(self, disarm: bool) -> None:
-        """Cancel the undo (after a confirmed restore) and forget the bridge change record."""
-        self.run.remote.template("host/admin-restore-finish.sh.j2", step="restore-network", check=True,
-                                 state_dir=self.run.cfg.state_dir, disarm=disarm)
+    def finish(self, disarm: bool) -> bool:
+        """Cancel the undo (after a confirmed restore) and forget the bridge change record.
+
+        False when the undo had already started (too late to cancel: it puts
+        the bridge back, and the record stays).
+        """
+        result = self.run.remote.template("host/admin-restore-finish.sh.j2", step="restore-network",
+                                          state_dir=self.run.cfg.state_dir, disarm=disarm)
+        if result.ok:
+            return True
+        if disarm and "too late" in result.err:
+            return False
+        raise StepFailed(f"restore-network: finishing failed: {result.tail()}")
 
     # -------------------------------------------------------------- the restore
     def restore(self, action) -> None:
@@ -990,9 +1005,10 @@ class Teardown:
             raise StepFailed(f"could not arm the undo: {launched.tail()}")
         problem = self._confirm(recorded, deadline)
         if problem is None:
-            self.finish(disarm=True)
-            run.say("restore-network: verified from the controller, undo disarmed")
-            return
+            if self.finish(disarm=True):
+                run.say("restore-network: verified from the controller, undo disarmed")
+                return
+            problem = "verified, but the undo had started before it could be cancelled"
         self._await_undo(deadline, problem)
 
     def _confirm(self, recorded: Recorded, deadline: float) -> Optional[str]:
@@ -1141,8 +1157,8 @@ def teardown_task(c, restore_network=False, purge_data=False, plan=False, invent
     the interface back as it was before deploy, safely (undo armed, restore
     detached, confirmed from the controller). A second run has nothing to do.
     """
-    run = many_hosts(c, "teardown", inventory, set, forks, accept_new_host_keys,
-                     check_hosts=check_purge if purge_data else None)
+    # (data_dir, which --purge-data deletes, can never be a system directory: the inventory refuses it.)
+    run = many_hosts(c, "teardown", inventory, set, forks, accept_new_host_keys)
     if run is None:
         return
     cfgs, options, pool = run

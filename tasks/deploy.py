@@ -25,6 +25,7 @@ from .bridge import BridgeStep
 from .container import ContainerStep
 from .docker import DockerStep
 from .image import ImageStep
+from .inventory import InventoryError
 from .iso import IsoStep
 from .remote import RemoteError
 from .report import CHANGED, FAILED, OK, HostReport, Output, StepResult
@@ -51,13 +52,33 @@ def step_names() -> list[str]:
     return [c.name for c in STEP_CLASSES]
 
 
+#: Steps that cannot run without the container's static address.
+NEEDS_CONTAINER_IP = ("container", "xcat-config")
+
+
+def check_required(cfgs, names) -> None:
+    """Refuse, before any connection, a host that lacks a setting the chosen steps need.
+
+    ``container_ip`` has no sensible default; without this check a deploy
+    would install Docker and move the host's address onto the bridge before
+    failing at the container step.
+    """
+    needing = [n for n in names if n in NEEDS_CONTAINER_IP]
+    if not needing:
+        return
+    for cfg in cfgs:
+        if cfg.container_ip is None:
+            raise InventoryError(cfg.name, "container_ip",
+                                 f"not set, and {' and '.join(needing)} need it: set container_ip=ADDR/PREFIX "
+                                 f"on the host's inventory line or with --set")
+
+
 @dataclass
 class DeployOptions:
     """Everything a run needs besides the host's own settings."""
 
     connect: ConnectOptions = field(default_factory=ConnectOptions)
     plan_only: bool = False
-    secrets: dict = field(default_factory=dict)
 
 
 def _fragments(steps) -> list[str]:
@@ -96,7 +117,6 @@ def run_host(cfg, names, options: Optional[DeployOptions] = None,
     run = Run(cfg, remote, Facts(), out=out, options=options, plan_only=options.plan_only,
               reconnect=lambda: connect(cfg, options.connect))
     run.shared["connections"] = 1
-    run.shared.update(options.secrets)
     context = run.context = fact_context(cfg)
     commands = 0
     try:

@@ -116,7 +116,12 @@ class ImageStep(Step):
         try:
             run.remote.template("host/image-load.sh.j2", step=self.name, check=True,
                                 stdin=save.stdout, tag=cfg.image, on_line=run.say)
-        finally:
+        except BaseException:
+            # The host's own error (say, a full disk in docker load) is the one to report.
+            save.kill()
             save.stdout.close()
-            if save.wait() != 0:
-                raise StepFailed(f"docker save {cfg.image} failed on the controller")
+            save.wait()
+            raise
+        save.stdout.close()
+        if save.wait() != 0:
+            raise StepFailed(f"docker save {cfg.image} failed on the controller")

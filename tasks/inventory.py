@@ -513,6 +513,30 @@ def _check_host(cfg: HostConfig) -> None:
     for key in ("ssh_key",):
         if v[key] and not os.path.isfile(v[key]):
             raise InventoryError(cfg.where(key), key, f"{v[key]}: no such file")
+    _check_host_dirs(cfg)
+
+
+#: Directories a host directory key (state_dir, iso_dir, data_dir) may never be:
+#: xcatfab creates, chmods and bind-mounts them, and teardown --purge-data deletes data_dir.
+SYSTEM_DIRS = frozenset({
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/media", "/mnt", "/opt", "/proc",
+    "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var", "/var/lib"})
+#: Bounds of rollback_seconds: long enough to apply and confirm, short enough to matter.
+ROLLBACK_SECONDS = (10, 3600)
+
+
+def _check_host_dirs(cfg: HostConfig) -> None:
+    """Host directories are absolute and xcatfab's own, never a system directory."""
+    v = cfg.values
+    for key in ("state_dir", "iso_dir", "data_dir"):
+        path = v[key] or ""
+        if not path.startswith("/") or os.path.normpath(path) in SYSTEM_DIRS:
+            raise InventoryError(cfg.where(key), key, f"{path!r} must be an absolute directory of its own, "
+                                 "not a system directory")
+    low, high = ROLLBACK_SECONDS
+    if not low <= v["rollback_seconds"] <= high:
+        raise InventoryError(cfg.where("rollback_seconds"), "rollback_seconds",
+                             f"{v['rollback_seconds']} is not between {low} and {high}")
 
 
 def check_hosts(configs: Iterable[HostConfig]) -> None:
@@ -561,17 +585,23 @@ def load_hosts(
     names: Optional[Iterable[str]] = None,
     limit: Optional[str] = None,
     overrides: Iterable[str] = (),
+    host_overrides: Optional[dict] = None,
 ) -> list[HostConfig]:
     """Resolve and validate every selected host before anything connects.
 
     ``names`` are hosts given with ``-H`` (not necessarily in the inventory);
     otherwise ``limit`` selects from the inventory. The whole inventory is
     resolved, so a defect on any host line is reported even when that host is
-    not selected, and cross-host checks see every host.
+    not selected, and cross-host checks see every host. ``host_overrides``
+    (name -> ``KEY=VALUE`` list, from ``-H user@host:port``) beat ``--set``.
     """
     flags = parse_overrides(overrides)
     inv = Inventory.load(inventory) if inventory else Inventory(None)
     everyone = {name: inv.host(name, flags) for name in inv.hosts()}
+    for name, pairs in (host_overrides or {}).items():
+        if pairs:
+            own = {k: (v, f"-H {name}") for k, (v, _where) in parse_overrides(pairs).items()}
+            everyone[name] = inv.host(name, {**flags, **own})
     if names:
         chosen = [everyone.get(n) or inv.host(n, flags) for n in names]
     else:

@@ -1465,18 +1465,15 @@ def iso(c, src=None, checksums=None, inventory=None, set=None, plan=False, accep
     """
     from . import bad_input_exits
     from .deploy import DeployOptions, run_host
-    from .inventory import default_inventory_path, load_hosts
-    from .remote_tasks import cli_hosts, connect_options, this_host
+    from .remote_tasks import cli_host_configs, connect_options, this_host
     from .report import Output, print_recap
 
     name = this_host(c)
     if name in _TASK_DONE:
         return  # fab calls the task once per -H host; the first call served them all
-    names = cli_hosts() or [name]
-    if name not in names:
-        names.append(name)
+    configs = cli_host_configs(c, inventory, set)
+    names = [cfg.name for cfg in configs]
     with bad_input_exits():
-        configs = load_hosts(inventory or default_inventory_path(), names=names, overrides=set)
         limit = _parse_bwlimit(bwlimit)
         chosen, validated = {}, {}
         for cfg in configs:
@@ -1510,9 +1507,6 @@ def iso(c, src=None, checksums=None, inventory=None, set=None, plan=False, accep
     _TASK_DONE.update(names)
     ordered = [reports[cfg.name] for cfg in configs if cfg.name in reports]
     print_recap(ordered, out, table=len(ordered) > 1)
-    if os.environ.get("XCATFAB_COUNTS"):
-        for report in ordered:
-            out.line(None, f"{report.host}: connections={report.connections} commands={report.commands}")
     if len(ordered) < len(configs) or any(r.failed for r in ordered):
         raise Exit(code=1)
 

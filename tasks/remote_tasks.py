@@ -20,7 +20,7 @@ from invoke import Collection, task
 from invoke.exceptions import Exit
 
 from . import bad_input_exits
-from .deploy import DeployOptions, run_host, step_names
+from .deploy import DeployOptions, check_required, run_host, step_names
 from .inventory import default_inventory_path, load_hosts
 from .report import Output, print_recap
 from .secret import Secret, SecretError, lookup
@@ -34,15 +34,57 @@ COMMON_HELP = {
 }
 
 
-def cli_hosts() -> list[str]:
-    """Every host given with ``fab -H`` (so all are validated before the first connects)."""
+def split_host(text: str) -> tuple[str, list[str]]:
+    """A ``-H`` entry ``[user@]host[:port]`` -> (host, its ``user=``/``port=`` settings).
+
+    Fabric connects to the host part only; xcatfab takes the user and port
+    given there as settings of that host that beat the inventory, so
+    ``-H ubuntu@h`` never silently connects as the inventory's user.
+    IPv6 addresses with a port are written ``[addr]:port``.
+    """
+    settings = []
+    user, at, host = text.rpartition("@")
+    if at:
+        settings.append(f"user={user}")
+    if host.startswith("["):
+        addr, _sep, rest = host[1:].partition("]")
+        host = addr
+        if rest.startswith(":"):
+            settings.append(f"port={rest[1:]}")
+    elif host.count(":") == 1:
+        host, port = host.split(":")
+        settings.append(f"port={port}")
+    return host, settings
+
+
+def cli_targets() -> dict[str, list[str]]:
+    """Every host given with ``fab -H``, in order, with the settings its entry carries."""
     try:
         from fabric.main import program
 
         value = program.core[0].args.hosts.value
     except Exception:
-        return []
-    return [h.split("@", 1)[-1] for h in value.split(",")] if value else []
+        return {}
+    targets: dict[str, list[str]] = {}
+    for entry in (value or "").split(","):
+        if entry.strip():
+            host, settings = split_host(entry.strip())
+            targets.setdefault(host, []).extend(settings)
+    return targets
+
+
+def cli_hosts() -> list[str]:
+    """Every host named with ``fab -H`` (so all are validated before the first connects)."""
+    return list(cli_targets())
+
+
+def cli_host_configs(c, inventory, sets) -> list:
+    """Every ``-H`` host's validated settings, this task's host included (bad input: exit 2)."""
+    targets = cli_targets()
+    targets.setdefault(this_host(c), [])
+    with bad_input_exits():
+        return load_hosts(inventory or default_inventory_path(), names=list(targets), overrides=sets,
+                          host_overrides=targets)
 
 
 def this_host(c) -> str:
@@ -68,19 +110,11 @@ def connect_options(c, accept_new_host_keys=False) -> ConnectOptions:
                           sudo_password=sudo_password(c), fabric_config=c.config)
 
 
-def host_config(c, inventory, sets):
-    """Validate every -H host's settings, then return this task's host's."""
-    name = this_host(c)
-    names = cli_hosts() or [name]
-    if name not in names:
-        names.append(name)
-    with bad_input_exits():
-        configs = load_hosts(inventory or default_inventory_path(), names=names, overrides=sets)
-    return next(cfg for cfg in configs if cfg.name == name)
-
-
 def run_steps(c, names, inventory=None, set=None, plan=False, accept_new_host_keys=False):
-    cfg = host_config(c, inventory, set)
+    cfgs = cli_host_configs(c, inventory, set)
+    with bad_input_exits():
+        check_required(cfgs, names)
+    cfg = next(cfg for cfg in cfgs if cfg.name == this_host(c))
     options = DeployOptions(connect=connect_options(c, accept_new_host_keys), plan_only=plan)
     out = Output()
     report = run_host(cfg, names, options, out)

@@ -64,11 +64,12 @@ DEFAULT_FORKS = 10
 #: Upper bound for --forks: each slot is a thread with an open SSH connection.
 MAX_FORKS = 100
 
-#: Secrets a rollout carries for the steps that need them (never printed: :class:`Secret`).
-#: name in ``DeployOptions.secrets`` -> environment variable (``<VAR>_FILE`` names a chmod-600 file).
+#: Secrets a rollout may find in its environment: no deploy step uses them, but they are
+#: checked like any secret source (an owner-only ``<VAR>_FILE``, else exit 2) and masked in
+#: every line the rollout prints, should a host's output ever echo one.
+#: name -> environment variable.
 SECRET_SOURCES = {
     "bmc_password": "XCATFAB_BMC_PASSWORD",
-    "xcat_password": "XCATFAB_XCAT_PASSWORD",
 }
 
 SerialItem = Union[int, str]  # a host count, or "N%"
@@ -297,7 +298,7 @@ def print_rollout_recap(result: RolloutResult, out: Optional[Output] = None) -> 
 
 
 def carried_secrets() -> dict:
-    """BMC and xCAT passwords from the environment or an owner-only file, when set."""
+    """The BMC password from the environment or an owner-only file, when set."""
     found = {}
     for key, env_name in SECRET_SOURCES.items():
         try:
@@ -330,7 +331,7 @@ def rollout(c, inventory=None, limit=None, serial=None, max_fail_percent=None, f
     Every step of `fab deploy` runs on each selected host. Hosts come from the
     inventory (--limit), not from -H.
     """
-    from .deploy import DeployOptions, run_host, step_names
+    from .deploy import DeployOptions, check_required, run_host, step_names
     from .remote_tasks import cli_hosts, connect_options
 
     with bad_input_exits():
@@ -345,9 +346,9 @@ def rollout(c, inventory=None, limit=None, serial=None, max_fail_percent=None, f
             raise InventoryError("--inventory", None, "no inventory: give --inventory FILE, "
                                  "set $XCATFAB_INVENTORY, or put a hosts.ini here")
         configs = load_hosts(path, limit=limit, overrides=set)
+        check_required(configs, step_names())
         secrets = carried_secrets()
-    options = DeployOptions(connect=connect_options(c, accept_new_host_keys), plan_only=plan,
-                            secrets=secrets)
+    options = DeployOptions(connect=connect_options(c, accept_new_host_keys), plan_only=plan)
     known_secrets = [s for s in [options.connect.sudo_password, *secrets.values()] if isinstance(s, Secret)]
     out = Output()
     names = step_names()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import getpass
 import os
 import stat
+import sys
 from typing import Optional
 
 MASK = "********"
@@ -66,10 +67,38 @@ def from_file(path: str) -> Secret:
         st = os.stat(path)
     except OSError as exc:
         raise SecretError(f"{path}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise SecretError(f"{path}: not a regular file")
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise SecretError(f"{path}: readable by others (mode {stat.S_IMODE(st.st_mode):o}); chmod 600 it")
-    with open(path, encoding="utf-8") as fh:
-        return Secret(fh.read().rstrip("\n"), path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return Secret(fh.read().rstrip("\n"), path)
+    except OSError as exc:
+        raise SecretError(f"{path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise SecretError(f"{path}: not UTF-8 text") from None
+
+
+def prompt_for(prompt: str) -> Secret:
+    """A secret typed at a prompt on the terminal (no echo), else one line of stdin.
+
+    With no terminal (a pipe, a job scheduler) getpass would print a warning
+    and the prompt to stderr; the line is read from stdin quietly instead,
+    and nothing there is a clear error.
+    """
+    try:
+        with open("/dev/tty"):
+            pass
+    except OSError:
+        line = sys.stdin.readline() if sys.stdin else ""
+        if not line:
+            raise SecretError("no terminal to prompt on and nothing on stdin") from None
+        return Secret(line.rstrip("\r\n"), "stdin")
+    try:
+        return Secret(getpass.getpass(prompt), "prompt")
+    except EOFError:
+        raise SecretError("nothing typed at the prompt") from None
 
 
 def lookup(env_name: str, prompt: Optional[str] = None, required: bool = False) -> Optional[Secret]:
@@ -81,7 +110,7 @@ def lookup(env_name: str, prompt: Optional[str] = None, required: bool = False) 
     if path:
         return from_file(path)
     if prompt:
-        return Secret(getpass.getpass(prompt), "prompt")
+        return prompt_for(prompt)
     if required:
         raise SecretError(f"set ${env_name} (or ${env_name}_FILE naming a chmod-600 file)")
     return None

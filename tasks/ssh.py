@@ -399,7 +399,11 @@ def connect(cfg: HostConfig, options: Optional[ConnectOptions] = None) -> Remote
     remote = Remote(cfg.name, transport, user=conn.user, become=conn.user != "root",
                     sudo_password=options.sudo_password, connection=conn)
     if remote.become:
-        _probe_sudo(remote)
+        try:
+            _probe_sudo(remote)
+        except BaseException:
+            conn.close()  # a refused sudo must not leave the transport open for the rest of a rollout
+            raise
     return remote
 
 

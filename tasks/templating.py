@@ -12,6 +12,7 @@ import functools
 import hashlib
 import os
 import shlex
+import tempfile
 
 TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "templates")
 
@@ -92,10 +93,15 @@ def _store(path: str, text: str) -> None:
     try:
         directory = os.path.dirname(path)
         os.makedirs(directory, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
+        # A private temp name per writer: rollout renders the same entry from several threads.
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.replace(tmp, path)
+        except OSError:
+            os.unlink(tmp)
+            raise
         entries = os.listdir(directory)
         if len(entries) > 512:
             entries.sort(key=lambda e: os.stat(os.path.join(directory, e)).st_mtime)

@@ -326,7 +326,9 @@ def test_relay_falls_back_to_the_controller_when_a_host_cannot_reach_the_next(la
 
 
 def test_deploy_of_several_hosts_pulls_from_a_host_that_has_it(lab, test_hosts, isos, ssh_run):
-    """Hosts deployed one after another (``fab -H a,b deploy``): the second takes the ISO from the first."""
+    """The ISO step's staging as a deploy runs it, host after host (what ``fab -H a,b deploy`` does for
+    each host in turn), called in-process to isolate it from the other steps: the second host takes
+    the ISO from the first, which the controller's egress counter (the kernel's) shows."""
     from tasks import iso as isomod
     from tasks.deploy import DeployOptions
     from tasks.inventory import IsoSpec, load_hosts

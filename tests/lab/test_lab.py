@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tasks import lab as labmod
+from tests.lab.fabrun import CmdlineSampler
 
 SUBNET = ipaddress.ip_network("198.18.0.0/24")
 
@@ -65,19 +66,21 @@ def test_each_host_answers_ssh_with_its_own_host_key(lab, ssh_run):
     assert "StrictHostKeyChecking yes" in lab.ssh_config.read_text()
 
 
-def test_a_wrong_host_key_is_refused(lab, ssh_run, tmp_path):
-    lab1, lab2 = lab.host("lab1"), lab.host("lab2")
+def test_a_wrong_host_key_is_refused(lab, test_hosts, ssh_run, tmp_path):
+    h1, h2 = test_hosts[0], test_hosts[1]
+    lab1, lab2 = lab.host(h1), lab.host(h2)
     wrong = tmp_path / "known_hosts"
     wrong.write_text(f"{lab1.name},{lab1.ip} {_key_of(lab2.host_key_pub)}\n")
-    proc = ssh_run("lab1", "true", check=False, options=("-o", f"UserKnownHostsFile={wrong}"))
+    proc = ssh_run(h1, "true", check=False, options=("-o", f"UserKnownHostsFile={wrong}"))
     assert proc.returncode == 255
     assert "host key" in proc.stderr.lower()
 
 
-def test_password_login_is_refused(lab):
+def test_password_login_is_refused(lab, test_hosts):
+    h1 = test_hosts[0]
     proc = subprocess.run(
         ["ssh", "-F", str(lab.ssh_config), "-o", "PubkeyAuthentication=no", "-o", "PasswordAuthentication=yes",
-         "-l", lab.admin_user, "lab1", "true"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+         "-l", lab.admin_user, h1, "true"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
     assert proc.returncode == 255
     assert "Permission denied (publickey)" in proc.stderr
 
@@ -96,20 +99,19 @@ def test_sessions_see_a_per_host_etc_and_hostname(lab, ssh_run):
         assert "\n".join(out[3:]).strip() == host.daemon_json.read_text().strip()
 
 
-def test_sudo_user_gets_root_and_keeps_docker_host(lab, ssh_run):
+def test_sudo_user_gets_root_and_keeps_docker_host(lab, test_hosts, ssh_run):
+    h2 = test_hosts[1]
     password = lab.admin_password_file.read_text().strip()
     assert oct(lab.admin_password_file.stat().st_mode & 0o777) == "0o600"
-    needs_password = ssh_run("lab2", "sudo -n true", user=lab.admin_user, check=False)
+    needs_password = ssh_run(h2, "sudo -n true", user=lab.admin_user, check=False)
     assert needs_password.returncode != 0
-    out = ssh_run("lab2", "sudo -S -p '' sh -c 'id -u; echo $DOCKER_HOST; docker info --format {{.Name}}'",
-                  user=lab.admin_user, input=password + "\n").stdout.split()
-    assert out == ["0", lab.host("lab2").docker_host, "lab2"]
-    # The password never appears on any command line.
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            assert password.encode() not in cmdline.read_bytes()
-        except OSError:
-            pass
+    # Every command line is sampled while it runs (lab hosts share the process table).
+    with CmdlineSampler() as sampler:
+        out = ssh_run(h2, "sudo -S -p '' sh -c 'id -u; echo $DOCKER_HOST; docker info --format {{.Name}}; sleep 1'",
+                      user=lab.admin_user, input=password + "\n").stdout.split()
+    assert out == ["0", lab.host(h2).docker_host, h2]
+    assert any(c.startswith("sudo -S -p") for c in sampler.seen), "the sampler never saw the sudo run"
+    assert not [c for c in sampler.seen if password in c], "the password showed on a command line"
 
 
 def test_rendered_sshd_configs_pass_sshd_t(lab):
@@ -129,28 +131,30 @@ def test_restart_dockerd_scripts_pass_shellcheck(lab):
 # --------------------------------------------------------------------------- engines
 
 
-def test_docker_over_ssh_reports_the_hosts_own_engine(lab, ssh_run, docker_on):
+def test_docker_over_ssh_reports_the_hosts_own_engine(lab, test_hosts, ssh_run, docker_on):
+    h1, h2, h3 = test_hosts[0], test_hosts[1], test_hosts[2]
     for host in lab.hosts:
         name, root = ssh_run(host.name, "docker info --format '{{.Name}} {{.DockerRootDir}}'").stdout.split()
         assert name == host.name
         assert root == str(lab.state_dir / host.name / "docker")
     probe = f"lab-probe-{uuid.uuid4().hex[:8]}"
-    ssh_run("lab2", f"docker run -d --name {probe} {labmod.BASE_IMAGE} sleep 300")
+    ssh_run(h2, f"docker run -d --name {probe} {labmod.BASE_IMAGE} sleep 300")
     try:
         on = {h.name: ssh_run(h.name, "docker ps -a --format '{{.Names}}'").stdout.split() for h in lab.hosts}
-        assert probe in on["lab2"]
-        assert probe not in on["lab1"] and probe not in on["lab3"]
+        assert probe in on[h2]
+        assert probe not in on[h1] and probe not in on[h3]
         assert probe not in docker_on("labctl", "ps", "-a", "--format", "{{.Names}}").stdout.split()
     finally:
-        docker_on("lab2", "rm", "-f", probe)
+        docker_on(h2, "rm", "-f", probe)
 
 
-def test_base_image_is_in_every_engine(lab, docker_on):
+def test_base_image_is_in_every_engine(lab, test_hosts, docker_on):
+    h1 = test_hosts[0]
     for host in lab.engines():
         tags = docker_on(host.name, "image", "ls", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
         for tag in labmod.BASE_IMAGE_TAGS:
             assert f"{labmod.BASE_IMAGE_REPO}:{tag}" in tags
-    sources = docker_on("lab1", "run", "--rm", labmod.BASE_IMAGE, "sh", "-c",
+    sources = docker_on(h1, "run", "--rm", labmod.BASE_IMAGE, "sh", "-c",
                         "cat /etc/apt/sources.list; ls /etc/apt/sources.list.d").stdout
     assert sources.strip() == "", "the base image must have no apt sources"
 
@@ -160,19 +164,20 @@ def test_controller_engine_is_in_the_env_file(lab, docker_on):
     assert docker_on("labctl", "info", "--format", "{{.Name}}").stdout.strip() == "labctl"
 
 
-def test_restart_dockerd_restarts_only_that_host(lab, ssh_run):
+def test_restart_dockerd_restarts_only_that_host(lab, test_hosts, ssh_run):
     from tasks.inventory import load_hosts
 
-    lab2 = load_hosts(str(lab.inventory), names=["lab2"])[0]
-    assert lab2.docker_restart == str(lab.host("lab2").restart_dockerd)
+    h2 = test_hosts[1]
+    cfg = load_hosts(str(lab.inventory), names=[h2])[0]
+    assert cfg.docker_restart == str(lab.host(h2).restart_dockerd)
     before = {h.name: h.dockerd_pid() for h in lab.engines()}
-    ssh_run("lab2", lab2.docker_restart, timeout=180)
+    ssh_run(h2, cfg.docker_restart, timeout=180)
     after = {h.name: h.dockerd_pid() for h in lab.engines()}
-    assert after["lab2"] and after["lab2"] != before["lab2"]
-    assert {k: v for k, v in after.items() if k != "lab2"} == {k: v for k, v in before.items() if k != "lab2"}
-    assert ssh_run("lab2", "docker info --format {{.Name}}").stdout.strip() == "lab2"
+    assert after[h2] and after[h2] != before[h2]
+    assert {k: v for k, v in after.items() if k != h2} == {k: v for k, v in before.items() if k != h2}
+    assert ssh_run(h2, "docker info --format {{.Name}}").stdout.strip() == h2
     # The restarted engine runs in the machine's mount namespace (cgroups visible).
-    assert os.readlink(f"/proc/{after['lab2']}/ns/mnt") == os.readlink("/proc/self/ns/mnt")
+    assert os.readlink(f"/proc/{after[h2]}/ns/mnt") == os.readlink("/proc/self/ns/mnt")
 
 
 # --------------------------------------------------------------------------- isolation
@@ -269,14 +274,15 @@ setsid nohup sh -c 'sleep 900; echo rollback' >/dev/null 2>&1 </dev/null &
 """
 
 
-def test_reset_host_restores_the_just_booted_state(lab, ssh_run):
-    host = lab.host("lab3")
-    # Other tests may have used lab3 before this one: start from its just-booted state.
-    lab.reset_host("lab3")
-    before = lab.snapshot("lab3")
-    ssh_run("lab3", MESS.format(ip=host.ip, cip=host.container_ip, image=labmod.BASE_IMAGE,
-                                iso=host.iso_dir, data=host.data_dir))
-    messed = lab.snapshot("lab3")
+def test_reset_host_restores_the_just_booted_state(lab, test_hosts, ssh_run):
+    h3 = test_hosts[2]
+    host = lab.host(h3)
+    # Other tests may have used the host before this one: start from its just-booted state.
+    lab.reset_host(h3)
+    before = lab.snapshot(h3)
+    ssh_run(h3, MESS.format(ip=host.ip, cip=host.container_ip, image=labmod.BASE_IMAGE,
+                            iso=host.iso_dir, data=host.data_dir))
+    messed = lab.snapshot(h3)
     assert _comparable(messed) != _comparable(before)
     assert "mydocker0" in [link["ifname"] for link in messed["link"]]
     assert host.daemon_json.read_text().strip() != "{}"
@@ -284,14 +290,14 @@ def test_reset_host_restores_the_just_booted_state(lab, ssh_run):
     assert sleepers
 
     started = time.monotonic()
-    lab.reset_host("lab3")
+    lab.reset_host(h3)
     took = time.monotonic() - started
-    after = lab.snapshot("lab3")
+    after = lab.snapshot(h3)
     assert _comparable(after) == _comparable(before)
     assert not [p for p in labmod._process_table() if "sleep 900" in p["cmdline"]]
-    assert ssh_run("lab3", "docker info --format {{.Name}}").stdout.strip() == "lab3"
+    assert ssh_run(h3, "docker info --format {{.Name}}").stdout.strip() == h3
     # The session's /etc/hosts is the restored file (written in place, so its bind mount still shows it).
-    assert ssh_run("lab3", "cat /etc/hosts").stdout == (host.etc_dir / "hosts").read_text()
+    assert ssh_run(h3, "cat /etc/hosts").stdout == (host.etc_dir / "hosts").read_text()
     assert "203.0.113.9" not in (host.etc_dir / "hosts").read_text()
     assert took < 60
 
@@ -299,43 +305,44 @@ def test_reset_host_restores_the_just_booted_state(lab, ssh_run):
 # --------------------------------------------------------------------------- the stand-in xCAT image
 
 
-def test_image_built_on_lab1_installs_standin_xcat_and_xcatd_answers(lab, docker_on, tmp_path):
+def test_image_built_on_one_host_installs_standin_xcat_and_xcatd_answers(lab, test_hosts, docker_on, tmp_path):
+    h1, h2 = test_hosts[0], test_hosts[1]
     if not lab.has_xcat_package:
         pytest.fail("the lab repo has no stand-in xCAT package: tests/standin/build_deb.py is missing or "
                     "made no xcat_*_all.deb when the lab came up")
     from tasks.buildctx import render_build_context
     from tasks.inventory import load_hosts
 
-    cfg = load_hosts(str(lab.inventory), names=["lab1"])[0]
+    cfg = load_hosts(str(lab.inventory), names=[h1])[0]
     assert cfg.preset == "lab"
     render_build_context(cfg, str(tmp_path / "ctx"))
     tag = "xcatfab/xcat:lab-test"
-    build = docker_on("lab1", "build", "-t", tag, str(tmp_path / "ctx"), check=False, timeout=900)
+    build = docker_on(h1, "build", "-t", tag, str(tmp_path / "ctx"), check=False, timeout=900)
     assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
-    assert docker_on("lab2", "image", "ls", "-q", tag).stdout.strip() == "", "built on lab1 only"
+    assert docker_on(h2, "image", "ls", "-q", tag).stdout.strip() == "", f"built on {h1} only"
 
     debs = sorted((lab.state_dir / "repo" / "xcat-core" / "pool").rglob("xcat_*_all.deb"))
     version = debs[-1].name.split("_")[1]
-    installed = docker_on("lab1", "run", "--rm", "--entrypoint", "dpkg-query", tag,
+    installed = docker_on(h1, "run", "--rm", "--entrypoint", "dpkg-query", tag,
                           "-W", "-f", "${Version}", "xcat").stdout.strip()
     assert installed == version
 
-    lab1 = lab.host("lab1")
+    builder = lab.host(h1)
     name = f"xcat-probe-{uuid.uuid4().hex[:8]}"
-    docker_on("lab1", "run", "-d", "--name", name, "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
-              "-p", f"{lab1.ip}:3001:3001", tag)
+    docker_on(h1, "run", "-d", "--name", name, "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
+              "-p", f"{builder.ip}:3001:3001", tag)
     try:
         deadline = time.monotonic() + 120
         # docker-proxy accepts on the host side even before xcatd listens inside: only
         # xcatd's own banner proves it answers.
-        while not labmod._tcp_banner(lab1.ip, 3001):
-            state = docker_on("lab1", "inspect", "-f", "{{.State.Running}}", name).stdout.strip()
+        while not labmod._tcp_banner(builder.ip, 3001):
+            state = docker_on(h1, "inspect", "-f", "{{.State.Running}}", name).stdout.strip()
             if state != "true" or time.monotonic() > deadline:
-                logs = docker_on("lab1", "logs", name, check=False)
-                pytest.fail(f"xcatd did not answer on {lab1.ip}:3001\n{logs.stdout}\n{logs.stderr}")
+                logs = docker_on(h1, "logs", name, check=False)
+                pytest.fail(f"xcatd did not answer on {builder.ip}:3001\n{logs.stdout}\n{logs.stderr}")
             time.sleep(1)
         # The entrypoint's own health check agrees.
-        health = docker_on("lab1", "exec", name, "/startservice.sh", "health", check=False)
+        health = docker_on(h1, "exec", name, "/startservice.sh", "health", check=False)
         assert health.returncode == 0
     finally:
-        docker_on("lab1", "rm", "-f", name, check=False)
+        docker_on(h1, "rm", "-f", name, check=False)

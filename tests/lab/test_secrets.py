@@ -1,8 +1,7 @@
-"""Secrets (sudo, BMC, xCAT passwords) never show: not in ps, output, logs, caches or tracebacks.
+"""Secrets (sudo and BMC passwords) never show: not in ps, output, logs, caches or tracebacks.
 
 The run under watch is the real thing as a site would do it: a rollout as the
-lab's non-root sudo user ``labadmin`` (sudo password from the environment,
-BMC password from the environment, xCAT password from an owner-only file),
+lab's non-root sudo user ``labadmin`` (sudo and BMC passwords from the environment),
 then ``fab node`` putting the BMC password into xCAT (``chdef -z`` on stdin).
 While it runs, a thread samples every process's command line (the lab hosts
 share this machine's process table: /proc covers them all) and the
@@ -136,15 +135,9 @@ def test_no_secret_shows_anywhere_during_and_after_a_sudo_rollout_and_node(
         lab, hosts, ssh_run, docker_on, tmp_path):
     sudo_password = lab.admin_password_file.read_text().strip()
     bmc_password = "bmc-" + secrets.token_urlsafe(18)
-    xcat_password = "xcat-" + secrets.token_urlsafe(18)
-    needles = [sudo_password, bmc_password, xcat_password]
-    xcat_file = tmp_path / "secret" / "xcat.password"
-    xcat_file.parent.mkdir(mode=0o700)
-    xcat_file.write_text(xcat_password + "\n")
-    xcat_file.chmod(0o600)
+    needles = [sudo_password, bmc_password]
     inventory = make_inventory(lab, tmp_path / "hosts.ini", hosts, group_vars={"user": lab.admin_user})
-    env = fab_env({"XCATFAB_SUDO_PASSWORD": sudo_password, "XCATFAB_BMC_PASSWORD": bmc_password,
-                   "XCATFAB_XCAT_PASSWORD_FILE": str(xcat_file)})
+    env = fab_env({"XCATFAB_SUDO_PASSWORD": sudo_password, "XCATFAB_BMC_PASSWORD": bmc_password})
     outputs, started = [], time.time()
     sampler = Sampler(lab, hosts, needles, ssh_run)
     sampler.start()
@@ -208,7 +201,7 @@ def test_no_secret_shows_anywhere_during_and_after_a_sudo_rollout_and_node(
     # Temporary files of remote commands land in the machine's /tmp (lab hosts share it). The
     # sudo password is the lab's and may sit in other tests' files there: look for this run's
     # own secrets, in the files written while it ran.
-    assert files_containing(["/tmp", "/var/tmp"], [bmc_password, xcat_password], exclude=[tmp_path],
+    assert files_containing(["/tmp", "/var/tmp"], [bmc_password], exclude=[tmp_path],
                             newer_than=started) == []
 
     # Control: the same search finds a secret that is there (past the first chunk's boundary, too).

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import pytest
 
 from tasks import admin
-from tasks.inventory import load_hosts
+from tasks.inventory import InventoryError, load_hosts
 from tasks.secret import Secret
 from tasks.templating import render
 from tests.unit.factshapes import MAC, facts, link
@@ -172,6 +172,23 @@ def test_output_masks_password_attributes_and_known_secrets():
     assert PASSWORD not in mask(f'"compute1","{PASSWORD}"')
     shown = admin.output_masker(True, [])
     assert shown("    bmcpassword=abc") == "    bmcpassword=abc"
+
+
+def test_output_masks_password_columns_of_tabdump_and_nodels_values():
+    mask = admin.output_masker(False, [])
+    assert mask("#key,username,password,cryptmethod,authdomain,comments,disable") == \
+        "#key,username,password,cryptmethod,authdomain,comments,disable"
+    assert mask('"system","root","cluster",,,,') == '"system","root","********",,,,'
+    assert mask('"ipmi","ADMIN",,,,,') == '"ipmi","ADMIN",,,,,'  # nothing to hide: untouched
+    assert mask('"a,b","x""y","s3,cr""et",,,,') == '"a,b","x""y","********",,,,'
+    # The next table's header resets the columns.
+    assert mask("#node,groups,comments,disable") == "#node,groups,comments,disable"
+    assert mask('"cn01","all",,') == '"cn01","all",,'
+    assert mask("cn01: ipmi.password: s3cret") == "cn01: ipmi.password: ********"
+    assert mask("cn01: ipmi.username: ADMIN") == "cn01: ipmi.username: ADMIN"
+    shown = admin.output_masker(True, [])
+    shown("#key,username,password")
+    assert shown('"system","root","cluster"') == '"system","root","cluster"'
 
 
 def test_remainder_words_come_from_argv_with_their_quoting():
@@ -486,24 +503,25 @@ def test_the_undo_puts_the_bridge_back_as_it_is_now():
 
 @pytest.mark.parametrize("data_dir", ["/", "/var", "/etc/", "/usr/../etc", "relative/dir"])
 def test_purge_refuses_system_directories(data_dir):
-    with pytest.raises(admin.BadInput, match="--purge-data"):
-        admin.check_purge([cfg(f"data_dir={data_dir}")])
+    # --purge-data deletes data_dir: the inventory never lets it be a system directory.
+    with pytest.raises(InventoryError, match="data_dir: .* must be an absolute directory of its own"):
+        cfg(f"data_dir={data_dir}")
 
 
 def test_purge_accepts_a_data_directory():
-    admin.check_purge([cfg("data_dir=/xcatdata")])
-    admin.check_purge([cfg("data_dir=/srv/xcat/data")])
+    assert cfg("data_dir=/xcatdata").data_dir == "/xcatdata"
+    assert cfg("data_dir=/srv/xcat/data").data_dir == "/srv/xcat/data"
 
 
 # ------------------------------------------------------------------ CLI
-def fab(*args, env=None, cwd=None):
+def fab(*args, env=None, cwd=None, input=None):
     full = dict(os.environ, **(env or {}))
     full.pop("XCATFAB_BMC_PASSWORD", None)
     full.pop("XCATFAB_BMC_PASSWORD_FILE", None)
     full.update(env or {})
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     return subprocess.run([os.path.join(BIN, "fab"), *args], capture_output=True, text=True, env=full,
-                          cwd=cwd or root, timeout=60)
+                          cwd=cwd or root, timeout=60, input=input, start_new_session=True)
 
 
 @pytest.fixture
@@ -539,7 +557,7 @@ BAD_INPUT = [
      {"XCATFAB_BMC_PASSWORD": "pw"}, "--set-attr: bmcpassword"),
     (["node", "compute1", "--bmc", "A", "--bmc-user", "U"], {"XCATFAB_BMC_PASSWORD_FILE": "/nonexistent/pw"},
      "/nonexistent/pw"),
-    (["teardown", "--purge-data", "--set", "data_dir=/etc"], {}, "--purge-data: data_dir '/etc'"),
+    (["teardown", "--purge-data", "--set", "data_dir=/etc"], {}, "data_dir: '/etc' must be an absolute directory"),
     (["status", "--set", "bridgee=x"], {}, "bridgee: unknown key"),
 ]
 
@@ -552,6 +570,30 @@ def test_bad_input_exits_2_with_one_line_before_any_connection(listener, invento
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert proc.stdout == "" and listener.accepted == 0
+
+
+@pytest.mark.parametrize("kind, message", [("directory", "not a regular file"), ("latin1", "not UTF-8 text")])
+def test_a_password_file_that_cannot_be_read_is_one_line(listener, inventory, tmp_path, kind, message):
+    secret = tmp_path / "bmc.pw"
+    if kind == "directory":
+        secret.mkdir(mode=0o700)
+    else:
+        secret.write_bytes(b"caf\xe9-" + PASSWORD.encode())
+        secret.chmod(0o600)
+    proc = fab("-H", "h1", "node", "compute1", "--bmc", "A", "--bmc-user", "U", "--inventory", str(inventory),
+               env={"XCATFAB_BMC_PASSWORD_FILE": str(secret)})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{secret}: {message}" in lines[0] and listener.accepted == 0
+
+
+def test_a_bmc_prompt_with_nothing_to_read_is_one_line(listener, inventory):
+    proc = fab("-H", "h1", "node", "compute1", "--bmc", "A", "--bmc-user", "U", "--inventory", str(inventory),
+               "--prompt-bmc-password", input="")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines == ["xcatfab: BMC password: no terminal to prompt on and nothing on stdin"], proc.stderr
+    assert listener.accepted == 0
 
 
 def test_a_password_file_readable_by_others_is_refused(listener, inventory, tmp_path):
@@ -599,5 +641,6 @@ def test_the_bmc_password_prompt_reads_without_echo_and_never_prints_it(unreacha
                            "--prompt-bmc-password", "--inventory", str(unreachable)], input=PASSWORD + "\n",
                           capture_output=True, text=True, env=env, cwd=root, timeout=60, start_new_session=True)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "BMC password: " in proc.stderr and "h1 | failed: [connect]" in proc.stdout
+    assert "h1 | failed: [connect]" in proc.stdout  # the password was read: the run went on to connect
+    assert "Warning" not in proc.stderr  # no terminal: one line of stdin, read quietly
     assert PASSWORD not in proc.stdout + proc.stderr

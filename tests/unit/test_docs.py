@@ -23,9 +23,11 @@ def test_readme_documents_every_inventory_key_and_alias():
 
 
 def task_names(program):
-    out = subprocess.run([os.path.join(BIN, program), "--list"], capture_output=True, text=True,
-                         cwd=ROOT).stdout
-    return re.findall(r"^  (\S+)", out, re.M)
+    proc = subprocess.run([os.path.join(BIN, program), "--list"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, f"{program} --list: {proc.stderr}"
+    names = re.findall(r"^  (\S+)", proc.stdout, re.M)
+    assert names, f"{program} --list shows no task"
+    return names
 
 
 def test_readme_has_an_example_for_every_task():

@@ -125,6 +125,12 @@ def test_limit_selects_groups_hosts_and_globs():
 
 # Every bad-input case: one error naming file:line and the key.
 BAD = [
+    ("state_dir is a system directory", "[g]\nh1 state_dir=/var/lib/\n", "hosts.ini:2: state_dir:",
+     "'/var/lib/' must be an absolute directory of its own"),
+    ("data_dir is relative", "[g]\nh1 data_dir=xcatdata\n", "hosts.ini:2: data_dir:", "must be an absolute"),
+    ("iso_dir is the root", "[g:vars]\niso_dir=/\n[g]\nh1\n", "hosts.ini:2: iso_dir:", "not a system directory"),
+    ("rollback too short", "[g]\nh1 rollback_seconds=0\n", "hosts.ini:2: rollback_seconds:",
+     "0 is not between 10 and 3600"),
     ("malformed section", "[g\nh1\n", "hosts.ini:1:", "malformed section header"),
     ("malformed vars line", "[g:vars]\nnot a pair\n", "hosts.ini:2:", "expected key=value"),
     ("malformed host token", "[g]\nh1 bridge\n", "hosts.ini:2:", "expected key=value"),
