@@ -67,7 +67,7 @@ from typing import Callable, Optional
 from invoke import task
 from invoke.exceptions import Exit
 
-from .bridge import default_route, ipv4, links, movable_routes, move_needed, netplan_file
+from .bridge import default_route, guard_cancelled, ipv4, links, movable_routes, move_needed, netplan_file
 from .container import container_addresses, container_diff, shim_name, veth_names
 from .docker import engine_error, inspected
 from .inventory import EXIT_BAD_INPUT, HostConfig
@@ -134,8 +134,9 @@ def many_hosts(c, task_name, inventory, sets, forks, accept_new_host_keys, check
     """(host settings, connection options, pool size) for a task that serves every ``-H`` host at once.
 
     Everything is validated before any connection: ``check_flags()``, then
-    ``--forks`` and the inventory; bad input from any of them exits 2 with its one line. None on Fabric's later calls
-    of the same task (see :func:`_first_call`).
+    ``--forks`` and the inventory; bad input from any of them exits 2 with
+    its one line. None on Fabric's later calls of the same task (see
+    :func:`_first_call`).
     """
     try:
         if check_flags:
@@ -980,11 +981,7 @@ class Teardown:
         """
         result = self.run.remote.template("host/admin-restore-finish.sh.j2", step="restore-network",
                                           state_dir=self.run.cfg.state_dir, disarm=disarm)
-        if result.ok:
-            return True
-        if disarm and "too late" in result.err:
-            return False
-        raise StepFailed(f"restore-network: finishing failed: {result.tail()}")
+        return guard_cancelled(result, "restore-network: finishing failed")
 
     # -------------------------------------------------------------- the restore
     def restore(self, action) -> None:

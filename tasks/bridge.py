@@ -187,11 +187,10 @@ class BridgeStep(Step):
         actions = []
         diffs = move_needed(cfg, facts)
         all_links = links(facts)
-        iface = all_links[cfg.mgmt_interface]
-        address = desired_address(cfg, iface, all_links.get(cfg.bridge))
+        iface, bridge = all_links[cfg.mgmt_interface], all_links.get(cfg.bridge)
+        address = desired_address(cfg, iface, bridge)
         gateway = gateway_for(cfg, facts)
         if diffs:
-            bridge = all_links.get(cfg.bridge)
             route = default_route(facts)
             actions.append(Action("move", f"{cfg.bridge}: " + "; ".join(diffs), {
                 "address": str(address), "gateway": gateway or "", "mac": iface.get("address"),
@@ -217,7 +216,6 @@ class BridgeStep(Step):
             actions.append(Action("forward", f"accept forwarding across {cfg.bridge} in DOCKER-USER "
                                              "(br_netfilter would drop it)"))
         if uses_netplan(cfg, facts):
-            bridge = all_links.get(cfg.bridge)
             content = render_netplan(cfg, address, gateway, iface.get("address"),
                                      extra_addrs=ipv4(bridge) + ipv4(iface),
                                      static_routes=movable_routes(facts, cfg.bridge)
@@ -302,11 +300,7 @@ class BridgeStep(Step):
     def _disarm(self, run) -> bool:
         """Cancel the pending rollback; False when it has already started (it then runs to its end)."""
         result = run.remote.template("host/bridge-disarm.sh.j2", step=self.name, state_dir=run.cfg.state_dir)
-        if result.ok:
-            return True
-        if "too late" in result.err:
-            return False
-        raise StepFailed(f"could not disarm the rollback: {result.tail()}")
+        return guard_cancelled(result, "could not disarm the rollback")
 
     def _await_rollback(self, run, deadline, problem) -> None:
         """The change is not confirmed: let the host roll back, then say so."""
@@ -331,6 +325,16 @@ class BridgeStep(Step):
             time.sleep(2)
         raise StepFailed(f"bridge change not confirmed ({problem}) and the host is unreachable "
                          f"{cfg.rollback_seconds + 60}s later: check its console")
+
+
+def guard_cancelled(result, failure: str) -> bool:
+    """How a script that cancels a host-side guard (templates/host/guard.sh.j2) ended: True when
+    it cancelled it, False when it was too late (the guard had started and runs to its end)."""
+    if result.ok:
+        return True
+    if "too late" in result.err:
+        return False
+    raise StepFailed(f"{failure}: {result.tail()}")
 
 
 def _bundle(rollback: str, apply_script: str) -> str:

@@ -560,15 +560,15 @@ def check_hosts(configs: Iterable[HostConfig]) -> None:
             taken.setdefault(ip, (cfg.name, key))
 
 
-def parse_overrides(pairs: Iterable[str]) -> dict:
-    """``--set KEY=VALUE`` flags -> raw values tagged with their origin."""
+def parse_overrides(pairs: Iterable[str], where: str = "--set") -> dict:
+    """``KEY=VALUE`` settings from the command line -> raw values tagged with ``where`` they came from."""
     raw = {}
     for pair in pairs or ():
         key, sep, value = pair.partition("=")
         if not sep:
-            raise InventoryError("--set", None, f"expected KEY=VALUE, got {pair!r}")
-        key = _canonical_key(key.strip(), "--set")
-        raw[key] = (value, "--set")
+            raise InventoryError(where, None, f"expected KEY=VALUE, got {pair!r}")
+        key = _canonical_key(key.strip(), where)
+        raw[key] = (value, where)
     return raw
 
 
@@ -600,8 +600,7 @@ def load_hosts(
     everyone = {name: inv.host(name, flags) for name in inv.hosts()}
     for name, pairs in (host_overrides or {}).items():
         if pairs:
-            own = {k: (v, f"-H {name}") for k, (v, _where) in parse_overrides(pairs).items()}
-            everyone[name] = inv.host(name, {**flags, **own})
+            everyone[name] = inv.host(name, {**flags, **parse_overrides(pairs, where=f"-H {name}")})
     if names:
         chosen = [everyone.get(n) or inv.host(n, flags) for n in names]
     else:

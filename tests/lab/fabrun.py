@@ -19,6 +19,8 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
+from tasks.lab import _process_table
+
 ROOT = Path(__file__).resolve().parents[2]
 FAB = str(ROOT / ".venv" / "bin" / "fab")
 
@@ -220,16 +222,7 @@ def first_error(out: str, host: str) -> str:
 
 def children_of(pid: int) -> list[int]:
     """Pids whose parent is ``pid`` (sshd's per-connection processes)."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                stat = Path(f"/proc/{entry.name}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
+    return [p["pid"] for p in _process_table() if p["ppid"] == pid]
 
 
 def stop_sshd(lab, host: str, sessions: bool = False) -> int:

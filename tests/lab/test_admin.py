@@ -10,11 +10,11 @@ run starts them from a clean state (``lab.reset_host``) and deploys them once.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 
 import pytest
 
+from tasks.lab import _process_table
 from tests.lab.fabrun import CmdlineSampler, fab, normalized, recap, tcp_answers
 
 XCAT_PROFILE = ". /etc/profile.d/xcat.sh"
@@ -239,17 +239,7 @@ def xcat_image_id(docker_on, host):
 
 def processes_mentioning(text):
     """Command lines of live processes containing ``text`` (the machine's table: lab hosts share it)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                    line = fh.read().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if text in line:
-                found.append(line)
-    return found
+    return [p["cmdline"] for p in _process_table() if text in p["cmdline"]]
 
 
 @pytest.mark.parametrize("mode", ["netns", "macvlan"])

@@ -22,7 +22,8 @@ BIN = os.path.dirname(sys.executable)
 
 
 def controller_env(lab):
-    return dict(os.environ, DOCKER_HOST=lab.controller_docker_host, XCATFAB_COUNTS="1")
+    """The environment of commands run against the controller's engine (`inv build-image`, docker)."""
+    return dict(os.environ, DOCKER_HOST=lab.controller_docker_host)
 
 
 def run(cmd, env, timeout=900):
@@ -59,15 +60,14 @@ def test_build_image_help():
 def test_ship_streams_the_controller_image_and_skips_when_current(lab, test_hosts, built, docker_on):
     host = test_hosts[1]
     lab.reset_host(host, images=True)
-    env = controller_env(lab)
-    fab = [os.path.join(BIN, "fab"), "-H", host, "image", "--inventory", str(lab.inventory),
-           "--set", "image_source=ship"]
-    first = run(fab, env)
+    args = ["-H", host, "image", "--inventory", str(lab.inventory), "--set", "image_source=ship"]
+    # (`ship` builds with, and saves from, the controller's engine.)
+    first = fab(*args, env={"DOCKER_HOST": lab.controller_docker_host}, counts=True)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "changed: [image]" in first.stdout and "docker save | docker load" in first.stdout
     on_host = docker_on(host, "image", "inspect", "--format", "{{.Id}}", "xcatfab/xcat:standin-lab").stdout.strip()
     assert on_host == built
-    second = run(fab, env)
+    second = fab(*args, env={"DOCKER_HOST": lab.controller_docker_host}, counts=True)
     assert second.returncode == 0 and "ok: [image]" in second.stdout, second.stdout
     assert re.search(rf"^{host}: connections=1 commands=1$", second.stdout, re.M)
 
@@ -79,14 +79,14 @@ def test_load_from_a_tarball(lab, test_hosts, built, docker_on, tmp_path):
     tarball = tmp_path / "xcat.tar"
     saved = run(["docker", "save", "-o", str(tarball), "xcatfab/xcat:standin-lab"], env)
     assert saved.returncode == 0, saved.stderr
-    fab = [os.path.join(BIN, "fab"), "-H", host, "image", "--inventory", str(lab.inventory),
-           "--set", "image_source=load", "--set", f"image_tarball={tarball}"]
-    first = run(fab, env)
+    args = ["-H", host, "image", "--inventory", str(lab.inventory),
+            "--set", "image_source=load", "--set", f"image_tarball={tarball}"]
+    first = fab(*args)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "changed: [image]" in first.stdout
     on_host = docker_on(host, "image", "inspect", "--format", "{{.Id}}", "xcatfab/xcat:standin-lab").stdout.strip()
     assert on_host == built
-    second = run(fab, env)
+    second = fab(*args)
     assert second.returncode == 0 and "ok: [image]" in second.stdout, second.stdout
 
 

@@ -56,16 +56,10 @@ def test_lab_down_leaves_nothing_behind(lab, docker_on, ssh_run):
     assert subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.strip() == ""
     for pid in recorded + children + shims:
         assert not _alive(pid), f"pid {pid} still alive"
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        prog = os.path.basename(cmdline.split(" ", 1)[0])
-        daemons = ("dockerd", "containerd", "sshd", "docker-proxy", "gpg-agent", "docker-registry")
-        if prog.startswith(daemons) or "sleep 777" in cmdline:
+    daemons = ("dockerd", "containerd", "sshd", "docker-proxy", "gpg-agent", "docker-registry")
+    for proc in labmod._process_table():
+        cmdline = proc["cmdline"]
+        if proc["prog"].startswith(daemons) or "sleep 777" in cmdline:
             assert not any(m in cmdline for m in markers) and "sleep 777" not in cmdline, cmdline
     links = json.loads(subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True,
                                       check=True).stdout)

@@ -290,6 +290,13 @@ class Relay:
         self.send(f"CONFIG stream={stream} listen={listen} token={token} down={down} "
                   f"down_token={down_token}\n".encode())
 
+    def start(self, offset=0):
+        """The handshake of a plain receive: it must offer ``offset``, take the stream from there
+        and say READY."""
+        assert self.line() == f"OFFSET {offset}"
+        self.config(stream=offset)
+        assert self.line() == "READY"
+
     def end(self, digest):
         self.send(f"END {digest}\n".encode())
         self.proc.stdin.close()
@@ -304,9 +311,7 @@ DATA_SUM = hashlib.sha256(DATA).hexdigest()
 
 def test_relay_receives_verifies_and_records(tmp_path):
     relay = Relay(tmp_path, "r.iso", len(DATA), expected=DATA_SUM)
-    assert relay.line() == "OFFSET 0"
-    relay.config()
-    assert relay.line() == "READY"
+    relay.start()
     relay.send(DATA)
     assert relay.end(DATA_SUM) == f"DONE {DATA_SUM}"
     assert (tmp_path / "iso" / "r.iso").read_bytes() == DATA
@@ -319,9 +324,7 @@ def test_relay_receives_verifies_and_records(tmp_path):
 
 def test_relay_resumes_a_part_of_the_same_source_only(tmp_path):
     first = Relay(tmp_path, "r.iso", len(DATA), tag="src1")
-    assert first.line() == "OFFSET 0"
-    first.config()
-    assert first.line() == "READY"
+    first.start()
     first.send(DATA[:300_000])
     first.proc.stdin.close()  # the controller went away midway
     assert first.line().startswith("FAIL the stream ended after 300000 of 1000000 bytes")
@@ -329,9 +332,7 @@ def test_relay_resumes_a_part_of_the_same_source_only(tmp_path):
     assert (tmp_path / "iso" / "r.iso.part").stat().st_size == 300_000
 
     again = Relay(tmp_path, "r.iso", len(DATA), tag="src1")
-    assert again.line() == "OFFSET 300000"
-    again.config(stream=300_000)
-    assert again.line() == "READY"
+    again.start(300000)
     again.send(DATA[300_000:])
     assert again.end(DATA_SUM) == f"DONE {DATA_SUM}"
     assert (tmp_path / "iso" / "r.iso").read_bytes() == DATA
@@ -347,9 +348,7 @@ def test_relay_mismatch_leaves_nothing_under_the_name(tmp_path):
     (tmp_path / "iso").mkdir()
     (tmp_path / "iso" / "r.iso").write_bytes(b"an older, different copy")
     relay = Relay(tmp_path, "r.iso", len(DATA), expected=SHA_B)
-    assert relay.line() == "OFFSET 0"
-    relay.config()
-    assert relay.line() == "READY"
+    relay.start()
     relay.send(DATA)
     assert relay.end(DATA_SUM) == f"MISMATCH got={DATA_SUM} want={SHA_B}"
     assert os.listdir(tmp_path / "iso") == []
@@ -362,9 +361,7 @@ def test_relay_corrupt_kept_prefix_is_a_mismatch(tmp_path):
     (tmp_path / "iso" / "r.iso.part").write_bytes(b"\0" * 1000)  # not DATA's first bytes
     (tmp_path / "state" / "iso" / "r.iso.part").write_text(f"t {len(DATA)}\n")
     relay = Relay(tmp_path, "r.iso", len(DATA))
-    assert relay.line() == "OFFSET 1000"
-    relay.config(stream=1000)
-    assert relay.line() == "READY"
+    relay.start(1000)
     relay.send(DATA[1000:])
     verdict = relay.end(DATA_SUM)
     assert verdict.startswith("MISMATCH got=") and verdict.endswith(f"want={DATA_SUM}")
