@@ -45,7 +45,7 @@ Version: {version}
 Architecture: all
 Maintainer: xcatfab developers <xcatfab@localhost.invalid>
 Installed-Size: {size}
-Depends: python3-minimal, iproute2, xorriso
+Depends: python3-minimal, iproute2, mount, xorriso
 Section: admin
 Priority: optional
 Homepage: https://xcat.org/ (this package is NOT xCAT)

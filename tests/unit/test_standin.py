@@ -1,8 +1,10 @@
 """Unit tests of the xCAT TEST STAND-IN (tests/standin), which is NOT xCAT.
 
 The commands run as subprocesses against a temporary root
-(XCAT_STANDIN_ROOT), with fake ``ip`` output (XCAT_STANDIN_FAKE_IP) and a
-fake loop-device directory (XCAT_STANDIN_LOOPDIR).  Each run goes through a
+(XCAT_STANDIN_ROOT), with fake ``ip`` output (XCAT_STANDIN_FAKE_IP), a
+fake loop-device directory (XCAT_STANDIN_LOOPDIR) and fake ``mount``,
+``umount`` and ``modprobe`` programs (XCAT_STANDIN_MOUNT, _UMOUNT, _MODPROBE)
+that log their calls and never touch the kernel.  Each run goes through a
 small runner that refuses to import any module Debian's python3-minimal does
 not ship, so the package's ``Depends: python3-minimal`` is checked on every
 command.  No root, no Docker; xorriso and dpkg-deb tests skip if absent.
@@ -106,6 +108,26 @@ NET_172 = '"172_17_0_0-255_255_0_0","172.17.0.0","255.255.0.0","docker0","<xcatm
           '"<xcatmaster>",,,,,,,,,,,"1450",,'
 
 
+# Bodies of the fake mount: "$iso" and "$mnt" are its last two arguments.
+FAKE_MOUNT = {
+    # a loop mount that works: the ISO's files appear, read-only
+    "iso": 'xorriso -osirrox on -indev "$iso" -extract / "$mnt" >/dev/null 2>&1 || exit 32',
+    # a mount of the directory TREE instead of the ISO: proves where a copy came from
+    "tree": 'cp -R TREE/. "$mnt" && chmod -R a-w "$mnt"',
+    # util-linux's words when the kernel has no such file system
+    "unknown-fs": 'echo "mount: $mnt: unknown filesystem type \'iso9660\'." >&2; exit 32',
+    # what an unprivileged container gets
+    "denied": 'echo "mount: $mnt: permission denied." >&2; exit 32',
+}
+# umount empties the mount point again, as a real unmount does.
+FAKE_UMOUNT = '[ -d "$1" ] || exit 32; chmod -R u+w "$1"; find "$1" -mindepth 1 -delete'
+FAKE_TOOL = """#!/bin/sh
+printf '%s\\n' "NAME $*" >> "LOG"
+for arg; do iso=$mnt; mnt=$arg; done
+BODY
+"""
+
+
 def free_port():
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -132,7 +154,8 @@ class StandIn:
         self.root = os.path.join(self.tmp, "root")
         self.fake_ip = os.path.join(self.tmp, "fake-ip")
         self.loopdir = os.path.join(self.tmp, "loops")
-        for directory in (self.root, self.fake_ip, self.loopdir,
+        self.tools = os.path.join(self.tmp, "tools")
+        for directory in (self.root, self.fake_ip, self.loopdir, self.tools,
                           os.path.join(self.root, "etc")):
             os.makedirs(directory, exist_ok=True)
         for name, text in (("route", ROUTES), ("addr", ADDRS), ("link", LINKS)):
@@ -146,6 +169,24 @@ class StandIn:
         self.env.update(XCAT_STANDIN_ROOT=self.root, XCAT_STANDIN_FAKE_IP=self.fake_ip,
                         XCAT_STANDIN_LOOPDIR=self.loopdir, PYTHONDONTWRITEBYTECODE="1",
                         XCATHOST="localhost:%d" % self.closed_port)
+        self.fake_kernel("iso")
+
+    def fake_kernel(self, mount, modprobe_rc=1, tree=""):
+        """Install fake mount (a FAKE_MOUNT mode), umount and modprobe programs."""
+        bodies = {"mount": FAKE_MOUNT[mount].replace("TREE", tree), "umount": FAKE_UMOUNT,
+                  "modprobe": "exit %d" % modprobe_rc}
+        for name, body in bodies.items():
+            program = os.path.join(self.tools, name)
+            with open(program, "w") as handle:
+                handle.write(FAKE_TOOL.replace("NAME", name).replace("BODY", body)
+                             .replace("LOG", os.path.join(self.tools, "calls.log")))
+            os.chmod(program, 0o755)
+            self.env["XCAT_STANDIN_" + name.upper()] = program
+
+    def tool_calls(self):
+        """The fake mount, umount and modprobe calls so far, one line each."""
+        path = os.path.join(self.tools, "calls.log")
+        return open(path).read().splitlines() if os.path.exists(path) else []
 
     def path(self, *parts):
         return os.path.join(self.root, *[p.lstrip("/") for p in parts])
@@ -552,6 +593,7 @@ def test_copycds_needs_a_loop_device(xc, tmp_path):
                           % (HOST, iso, mountpoint_of(iso)))
     assert not os.path.exists(xc.path("/install/rocky9.4"))
     assert os.listdir(xc.path("/var/run/xcat/mountpoint")) == []
+    assert not any(call.startswith("mount ") for call in xc.tool_calls())
 
 
 def test_copycds_identifies_from_discinfo_and_creates_osimages(xc, tmp_path):
@@ -606,8 +648,10 @@ def test_copycds_name_arch_and_unidentified(xc, tmp_path):
     assert result.rc == 1 and "copycds needs at least one full path to ISO" in result.err
 
 
-def test_copycds_nonoverwrite(xc, tmp_path):
+@pytest.mark.parametrize("mount", ["iso", "unknown-fs"])
+def test_copycds_nonoverwrite(xc, tmp_path, mount):
     open(os.path.join(xc.loopdir, "loop0"), "w").close()
+    xc.fake_kernel(mount)
     iso = make_iso(tmp_path, "rocky", ROCKY)
     xc.ok("copycds", iso)
     with open(xc.path("/install/rocky9.4/x86_64/top.txt"), "w") as handle:
@@ -619,6 +663,98 @@ def test_copycds_nonoverwrite(xc, tmp_path):
     assert sorted(os.listdir(xc.path("/install/rocky9.4"))) == ["x86_64"]
     xc.ok("copycds", iso)
     assert xc.read("/install/rocky9.4/x86_64/top.txt") == "top\n"
+
+
+def log_notes(xc):
+    """The note| lines of the command log (what copycds says about its method)."""
+    return [line.split("note| ", 1)[1] for line in xc.log().splitlines() if "    note| " in line]
+
+
+def test_copycds_copies_from_the_loop_mount_and_cleans_up(xc, tmp_path):
+    open(os.path.join(xc.loopdir, "loop0"), "w").close()
+    tree = os.path.join(str(tmp_path), "mounted")
+    os.makedirs(os.path.join(tree, "Packages"))
+    for rel, text in ((".discinfo", ROCKY), ("Packages/from-mount.rpm", "mounted\n")):
+        with open(os.path.join(tree, rel), "w") as handle:
+            handle.write(text)
+    os.symlink("Packages/from-mount.rpm", os.path.join(tree, "link.rpm"))
+    xc.fake_kernel("tree", tree=tree)
+    iso = os.path.join(str(tmp_path), "any.iso")        # the fake mount never reads it
+    open(iso, "w").close()
+    result = xc.ok("copycds", iso)
+    assert result.out == ("Copying media to /install/rocky9.4/x86_64\n"
+                          "Media copy operation successful\n")
+    assert result.err == ""
+    dest = "/install/rocky9.4/x86_64"
+    assert xc.read(dest, "Packages/from-mount.rpm") == "mounted\n"
+    assert os.readlink(xc.path(dest, "link.rpm")) == "Packages/from-mount.rpm"
+    assert os.stat(xc.path(dest, "Packages/from-mount.rpm")).st_mode & 0o200   # owner-writable
+    assert oct(os.stat(xc.path(dest)).st_mode & 0o777) == "0o755"
+    mnt = xc.path(mountpoint_of(iso))
+    assert xc.tool_calls() == ["umount %s" % mnt,
+                               "mount -t udf,iso9660 -o ro,loop %s %s" % (iso, mnt),
+                               "umount %s" % mnt]
+    assert os.listdir(xc.path("/var/run/xcat/mountpoint")) == []
+    assert log_notes(xc) == ["copycds: copied via loop mount"]
+    assert "rocky9.4-x86_64-install-compute  (osimage)" in xc.ok("lsdef", "-t", "osimage").out
+    result = xc.ok("copycds", "-i", iso)
+    assert result.out == "OS Image:%s\nDISTNAME:rocky9.4\nARCH:x86_64\nDISCNO:ALL\n" % iso
+    assert log_notes(xc)[-1] == "copycds: inspected via loop mount"
+
+
+def test_copycds_extracts_when_the_kernel_has_no_iso9660(xc, tmp_path):
+    open(os.path.join(xc.loopdir, "loop0"), "w").close()
+    xc.fake_kernel("unknown-fs")
+    iso = make_iso(tmp_path, "rocky", ROCKY)
+    result = xc.ok("copycds", iso)
+    assert result.out == ("Copying media to /install/rocky9.4/x86_64\n"
+                          "Media copy operation successful\n")
+    assert result.err == ""                              # mount's complaint is only logged
+    assert xc.read("/install/rocky9.4/x86_64/BaseOS/Packages/a.rpm") == "rpm\n"
+    mnt = xc.path(mountpoint_of(iso))
+    assert xc.tool_calls() == ["umount %s" % mnt,
+                               "mount -t udf,iso9660 -o ro,loop %s %s" % (iso, mnt)]
+    assert log_notes(xc) == [
+        "copycds: mount failed: mount: %s: unknown filesystem type 'iso9660'." % mnt,
+        "copycds: copied via extraction (no iso9660 in this kernel)"]
+    assert os.listdir(xc.path("/var/run/xcat/mountpoint")) == []
+
+
+@pytest.mark.parametrize("filesystems, modprobe_rc, extracted", [
+    ("nodev\tproc\n\text4\n", 1, True),             # no iso9660 and cannot load it
+    ("nodev\tproc\n\text4\n", 0, False),            # modprobe iso9660 works: not the kernel
+    ("nodev\tproc\n\tiso9660\n", 1, False),         # the kernel has it: a real failure
+], ids=["no-iso9660", "iso9660-loadable", "iso9660-present"])
+def test_copycds_mount_refused(xc, tmp_path, filesystems, modprobe_rc, extracted):
+    open(os.path.join(xc.loopdir, "loop0"), "w").close()
+    os.makedirs(xc.path("/proc"))
+    with open(xc.path("/proc/filesystems"), "w") as handle:
+        handle.write(filesystems)
+    xc.fake_kernel("denied", modprobe_rc=modprobe_rc)
+    iso = make_iso(tmp_path, "rocky", ROCKY)
+    result = xc.run("copycds", iso)
+    mnt = mountpoint_of(iso)
+    probed = "modprobe -q iso9660" in xc.tool_calls()
+    assert probed is ("iso9660" not in filesystems)
+    assert os.listdir(xc.path("/var/run/xcat/mountpoint")) == []
+    if extracted:
+        assert result.rc == 0 and result.err == "", result
+        assert log_notes(xc)[-1] == "copycds: copied via extraction (no iso9660 in this kernel)"
+        return
+    assert result.rc == 1 and result.out == ""
+    assert result.err == ("mount: %s: permission denied.\n"
+                          "Error: [%s]: copycds was unable to mount %s to %s.\n"
+                          % (xc.path(mnt), HOST, iso, mnt))
+    assert not os.path.exists(xc.path("/install/rocky9.4"))
+    assert log_notes(xc) == []
+
+
+def test_system_tools_ignore_hooks_in_production(monkeypatch):
+    monkeypatch.delenv("XCAT_STANDIN_ROOT", raising=False)
+    monkeypatch.setenv("XCAT_STANDIN_MOUNT", "/nonexistent/fake-mount")
+    assert xcatstandin.system_tool("mount", "XCAT_STANDIN_MOUNT") != "/nonexistent/fake-mount"
+    monkeypatch.setenv("XCAT_STANDIN_ROOT", "/tmp/x")
+    assert xcatstandin.system_tool("mount", "XCAT_STANDIN_MOUNT") == "/nonexistent/fake-mount"
 
 
 def test_distro_names():
@@ -835,7 +971,7 @@ def test_build_deb_is_fast_reproducible_and_well_formed(tmp_path):
     info = subprocess.run(["dpkg-deb", "-I", first], stdout=subprocess.PIPE,
                           universal_newlines=True, check=True).stdout
     for line in ("Package: xcat", "Version: 2.17.0-standin1", "Architecture: all",
-                 "Depends: python3-minimal, iproute2, xorriso",
+                 "Depends: python3-minimal, iproute2, mount, xorriso",
                  "Description: TEST STAND-IN for xCAT -- this is NOT xCAT"):
         assert " %s\n" % line in info
     for script in ("postinst", "prerm", "postrm", "conffiles", "md5sums"):
@@ -861,3 +997,4 @@ def test_build_deb_is_fast_reproducible_and_well_formed(tmp_path):
     conffiles = subprocess.run(["dpkg-deb", "-I", first, "conffiles"], stdout=subprocess.PIPE,
                                universal_newlines=True, check=True).stdout
     assert conffiles == "/etc/init.d/xcatd\n/etc/profile.d/xcat.sh\n"
+

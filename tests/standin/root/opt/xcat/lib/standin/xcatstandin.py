@@ -34,6 +34,9 @@ Test-only hooks, honoured only when ``XCAT_STANDIN_ROOT`` is set:
                           (``ip link``) used instead of running ``ip``.
 ``XCAT_STANDIN_LOOPDIR``  directory searched for ``loop[0-9]*`` instead of
                           /dev; there any file counts (tests cannot mknod).
+``XCAT_STANDIN_MOUNT``    program run instead of ``mount`` by copycds.
+``XCAT_STANDIN_UMOUNT``   program run instead of ``umount`` by copycds.
+``XCAT_STANDIN_MODPROBE`` program run instead of ``modprobe`` by copycds.
 """
 
 import csv
@@ -102,6 +105,7 @@ class Run:
     """Per-invocation state: the accumulated exit code (xCAT ORs error codes)."""
     exitcode = 0
     stdin_text = None     # stanza text read for -z, logged (masked)
+    notes = []            # lines for the command log only (never printed)
 
 
 class Abort(Exception):
@@ -138,6 +142,11 @@ def fail(*lines, code=1):
     """error() and stop."""
     error(*lines, code=code)
     raise Abort()
+
+
+def note(text):
+    """A line for this invocation's command-log record only: never on stdout or stderr."""
+    Run.notes.append(text)
 
 
 def perl_true(value):
@@ -179,6 +188,8 @@ def log_invocation(argv, rc):
         if Run.stdin_text is not None:
             for line in Run.stdin_text.splitlines():
                 record += "    stdin| %s\n" % mask_secret(line)
+        for line in Run.notes:
+            record += "    note| %s\n" % line
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             os.write(fd, record.encode("utf-8", "replace"))
@@ -500,11 +511,27 @@ def open_db():
 # Host facts: ip, hostname, resolv.conf
 # ---------------------------------------------------------------------------
 
-def ip_binary():
-    for candidate in ("/sbin/ip", "/usr/sbin/ip", "/bin/ip", "/usr/bin/ip"):
+def system_tool(name, hook=None):
+    """Path of a system program (ip, mount, ...): the test hook's program if one
+    is set, else the first executable in /sbin, /usr/sbin, /bin, /usr/bin."""
+    override = test_hook(hook) if hook else None
+    if override:
+        return override
+    for directory in ("/sbin", "/usr/sbin", "/bin", "/usr/bin"):
+        candidate = os.path.join(directory, name)
         if os.access(candidate, os.X_OK):
             return candidate
-    return "ip"
+    return name
+
+
+def run_quiet(argv):
+    """Run argv with stdout discarded; return (rc, stderr text), rc 127 if it cannot start."""
+    try:
+        proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              universal_newlines=True, check=False)
+    except OSError as exc:
+        return 127, "%s: %s\n" % (os.path.basename(argv[0]), exc.strerror)
+    return proc.returncode, proc.stderr
 
 
 def ip_output(args, fake_name):
@@ -517,7 +544,7 @@ def ip_output(args, fake_name):
         except OSError:
             return ""
     try:
-        proc = subprocess.run([ip_binary()] + args, stdout=subprocess.PIPE,
+        proc = subprocess.run([system_tool("ip")] + args, stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, universal_newlines=True,
                               check=False)
         return proc.stdout
@@ -1781,7 +1808,8 @@ def cmd_makenetworks(argv):
 
 
 # ---------------------------------------------------------------------------
-# copycds (copycds.pm + anaconda.pm), by extraction instead of a loop mount
+# copycds (copycds.pm + anaconda.pm): a loop mount as in xCAT, extraction with
+# xorriso only where the kernel cannot mount ISO 9660
 # ---------------------------------------------------------------------------
 
 # A few .discinfo timestamps from xCAT's discinfo.pm; newer media are
@@ -1846,27 +1874,23 @@ def loop_device_available():
     return False
 
 
+MOUNT_TYPES = "udf,iso9660"     # copycds.pm: udf first, for media that carry both
+PROC_FILESYSTEMS = "/proc/filesystems"
+UNIDENTIFIED = "copycds could not identify the ISO supplied, you may wish to try -n <osver>"
+
+
 def xorriso(args):
     """Run xorriso quietly; return (rc, stderr text)."""
+    return run_quiet(["xorriso"] + args)
+
+
+def discinfo_lines(path):
+    """The stripped lines of a .discinfo file, or [] if it cannot be read."""
     try:
-        proc = subprocess.run(["xorriso"] + args, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, universal_newlines=True,
-                              check=False)
-    except OSError as exc:
-        return 127, "xorriso: %s" % exc.strerror
-    return proc.returncode, proc.stderr
-
-
-def read_discinfo(iso, scratch):
-    """The ISO's /.discinfo lines (extracted with xorriso), or []."""
-    target = os.path.join(scratch, ".discinfo")
-    rc, _err = xorriso(["-osirrox", "on", "-indev", iso, "-extract", "/.discinfo", target])
-    if rc != 0 or not os.path.exists(target):
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return [line.strip() for line in handle.read().splitlines()]
+    except OSError:
         return []
-    with open(target, encoding="utf-8", errors="replace") as handle:
-        lines = [line.strip() for line in handle.read().splitlines()]
-    os.unlink(target)
-    return lines
 
 
 def remove_tree(path):
@@ -1899,31 +1923,166 @@ def make_writable(path):
     os.chmod(path, 0o755)
 
 
+def copy_file(src, dst):
+    """Copy one regular file: its bytes, its mode (plus owner write) and its mtime."""
+    meta = os.stat(src)
+    with open(src, "rb") as source, open(dst, "wb") as target:
+        while True:
+            chunk = source.read(1 << 20)
+            if not chunk:
+                break
+            target.write(chunk)
+    os.chmod(dst, stat.S_IMODE(meta.st_mode) | stat.S_IWUSR)
+    os.utime(dst, (meta.st_atime, meta.st_mtime))
+
+
+def place_entry(src, dst, keep_existing, move):
+    """Put one file or symlink at dst, replacing what is there unless keep_existing."""
+    if os.path.lexists(dst):
+        if keep_existing:
+            return
+        remove_tree(dst)
+    if move:
+        os.rename(src, dst)
+    elif os.path.islink(src):
+        os.symlink(os.readlink(src), dst)
+    else:
+        copy_file(src, dst)
+
+
+def install_tree(src, dest, keep_existing, move=False):
+    """Copy (with move: rename) src's tree into dest, like anaconda.pm's
+    ``find . | cpio -dump``; with keep_existing, files already in dest stay."""
+    for top, dirs, files in os.walk(src):
+        rel = os.path.relpath(top, src)
+        out = dest if rel == "." else os.path.join(dest, rel)
+        os.makedirs(out, exist_ok=True)
+        links = [d for d in dirs if os.path.islink(os.path.join(top, d))]
+        for name in files + links:
+            place_entry(os.path.join(top, name), os.path.join(out, name), keep_existing, move)
+
+
 def extract_iso(iso, dest, nonoverwrite):
-    """Copy the ISO's content into dest; with nonoverwrite keep existing files."""
+    """Copy the ISO's content into dest with xorriso; with nonoverwrite keep existing files."""
     os.makedirs(dest, exist_ok=True)
     target = dest
     if nonoverwrite:
         target = "%s.standin-extract.%d" % (dest.rstrip("/"), os.getpid())
         remove_tree(target)
     rc, err = xorriso(["-osirrox", "on", "-indev", iso, "-extract", "/", target])
-    if rc != 0:
+    if rc == 0:
+        make_writable(target)
         if nonoverwrite:
-            remove_tree(target)
-        return rc, err
-    make_writable(target)
+            install_tree(target, dest, keep_existing=True, move=True)
     if nonoverwrite:
-        for top, _dirs, files in os.walk(target):
-            rel = os.path.relpath(top, target)
-            out = dest if rel == "." else os.path.join(dest, rel)
-            os.makedirs(out, exist_ok=True)
-            for name in files:
-                final = os.path.join(out, name)
-                if not os.path.lexists(final):
-                    os.rename(os.path.join(top, name), final)
         remove_tree(target)
+    if rc != 0:
+        return rc, err
     os.chmod(dest, 0o755)
     return 0, ""
+
+
+class MountedMedium:
+    """A medium mounted at its copycds mount point, read as xCAT reads it."""
+
+    method = "loop mount"
+
+    def __init__(self, mnt):
+        self.mnt = mnt
+
+    def discinfo(self):
+        """The medium's /.discinfo lines."""
+        return discinfo_lines(os.path.join(self.mnt, ".discinfo"))
+
+    def copy_to(self, dest, nonoverwrite):
+        """Copy the mounted tree into dest; return (rc, error text)."""
+        try:
+            install_tree(self.mnt, dest, keep_existing=nonoverwrite)
+        except OSError as exc:
+            return 1, "cpio: %s: %s\n" % (exc.filename or dest, exc.strerror)
+        os.chmod(dest, 0o755)
+        return 0, ""
+
+    def release(self):
+        """umount, as copycds.pm does once the copy is over."""
+        run_quiet([system_tool("umount", "XCAT_STANDIN_UMOUNT"), self.mnt])
+
+
+class ExtractedMedium:
+    """A medium read with xorriso, where the kernel cannot mount ISO 9660."""
+
+    method = "extraction (no iso9660 in this kernel)"
+
+    def __init__(self, iso, scratch):
+        self.iso = iso
+        self.scratch = scratch
+
+    def discinfo(self):
+        """The medium's /.discinfo lines, extracted into the (empty) mount point."""
+        target = os.path.join(self.scratch, ".discinfo")
+        xorriso(["-osirrox", "on", "-indev", self.iso, "-extract", "/.discinfo", target])
+        lines = discinfo_lines(target)
+        remove_tree(target)
+        return lines
+
+    def copy_to(self, dest, nonoverwrite):
+        """Extract the whole medium into dest; return (rc, error text)."""
+        return extract_iso(self.iso, dest, nonoverwrite)
+
+    def release(self):
+        """Nothing was mounted."""
+
+
+def kernel_filesystems():
+    """The file system types the kernel offers now (/proc/filesystems)."""
+    try:
+        with open(fs(PROC_FILESYSTEMS), encoding="utf-8") as handle:
+            return {line.split()[-1] for line in handle if line.split()}
+    except OSError:
+        return set()
+
+
+def kernel_cannot_mount_iso(mount_error):
+    """Did a mount fail because this kernel cannot mount ISO 9660 at all?  Yes
+    when mount says so, or when iso9660 is neither present nor loadable."""
+    if "unknown filesystem type" in mount_error:
+        return True
+    if "iso9660" in kernel_filesystems():
+        return False
+    rc, _err = run_quiet([system_tool("modprobe", "XCAT_STANDIN_MODPROBE"), "-q", "iso9660"])
+    return rc != 0
+
+
+def open_medium(source, mountpoint, is_block):
+    """Mount source at mountpoint as copycds.pm does and return the medium to
+    read.  Only when the kernel cannot mount ISO 9660 does it fall back to
+    xorriso; any other mount failure is copycds' error, as in xCAT."""
+    mnt = fs(mountpoint)
+    if not is_block and not loop_device_available():
+        sys.stderr.write("mount: Could not find any loop device\n")
+        fail("copycds was unable to mount %s to %s." % (source, mountpoint))
+    run_quiet([system_tool("umount", "XCAT_STANDIN_UMOUNT"), mnt])   # a stale mount, as copycds.pm
+    options = "ro" if is_block else "ro,loop"
+    rc, err = run_quiet([system_tool("mount", "XCAT_STANDIN_MOUNT"), "-t", MOUNT_TYPES,
+                         "-o", options, source, mnt])
+    if rc == 0:
+        return MountedMedium(mnt)
+    if kernel_cannot_mount_iso(err):
+        note("copycds: mount failed: %s" % " ".join(err.split()))
+        return ExtractedMedium(source, mnt)
+    sys.stderr.write(err)
+    fail("copycds was unable to mount %s to %s." % (source, mountpoint))
+
+
+def release_mountpoint(mnt, medium):
+    """Unmount and remove the mount point (copycds.pm: umount, rm -rf).  One
+    that is still mounted is left alone: its files are the medium's."""
+    if medium is not None:
+        medium.release()
+    if os.path.ismount(mnt):
+        note("copycds: %s is still mounted, left in place" % mnt)
+        return
+    remove_tree(mnt)
 
 
 def platform_of(distname):
@@ -1961,104 +2120,151 @@ def copycds_osimages(distname, arch, installdir, pkgdir):
     return images
 
 
-def cmd_copycds(argv):
-    require_xcatd()
-    usage = ("copycds [{-p|--path}=path] [{-n|--name|--osver}=distroname] "
-             "[{-a|--arch}=architecture] [-i|--inspection] [{-o|--noosimage}] "
-             "[{-w|--nonoverwrite}] 1st.iso [2nd.iso ...].")
+COPYCDS_USAGE = ("copycds [{-p|--path}=path] [{-n|--name|--osver}=distroname] "
+                 "[{-a|--arch}=architecture] [-i|--inspection] [{-o|--noosimage}] "
+                 "[{-w|--nonoverwrite}] 1st.iso [2nd.iso ...].")
+
+
+class CopycdsRequest:
+    """The parsed copycds command line (copycds.pm's GetOptions)."""
+
+    def __init__(self, isos):
+        self.isos = isos
+        self.distname = None
+        self.arch = None
+        self.path = None
+        self.flags = set()
+
+    def has(self, *options):
+        """Was any of these options given?"""
+        return bool(self.flags.intersection(options))
+
+
+def parse_copycds(argv):
+    """The request, or None once the usage has been printed."""
     try:
         opts, isos = getopt.gnu_getopt(argv, "n:a:hip:osw",
                                        ["name=", "osver=", "arch=", "help", "inspection",
                                         "path=", "noosimage", "specific", "nonoverwrite"])
     except getopt.GetoptError:
         opts, isos = [], argv
-    distname = arch = path = None
-    flags = set()
+    req = CopycdsRequest(isos)
     for opt, value in opts:
         if opt in ("-n", "--name", "--osver"):
-            distname = value
+            req.distname = value
         elif opt in ("-a", "--arch"):
-            arch = normalize_arch(value)
+            req.arch = normalize_arch(value)
         elif opt in ("-p", "--path"):
-            path = value
+            req.path = value
         else:
-            flags.add(opt)
-    if flags & {"-h", "--help"}:
-        info(usage)
-        return
+            req.flags.add(opt)
+    if req.has("-h", "--help"):
+        info(COPYCDS_USAGE)
+        return None
     if not isos:
         fail("copycds needs at least one full path to ISO currently.")
-    inspection = bool(flags & {"-i", "--inspection"})
-    noosimage = bool(flags & {"-o", "--noosimage"})
-    nonoverwrite = bool(flags & {"-w", "--nonoverwrite"})
-    for iso in isos:
-        if not iso.startswith("/"):
-            iso = os.path.join(os.getcwd(), iso)
-        source = iso
-        if os.path.islink(iso):
-            link = os.readlink(iso)
-            source = link if link.startswith("/") else os.path.join(os.path.dirname(iso), link)
-        readable = os.access(source, os.R_OK)
-        is_block = readable and stat.S_ISBLK(os.stat(source).st_mode)
-        if not (is_block or (readable and os.path.isfile(source))):
-            fail("The management server was unable to find/read %s. Ensure that file "
-                 "exists on the server at the specified location." % source)
-        mountpoint = "%s/%s" % (MOUNT_BASE, hashlib.md5(
-            os.path.abspath(source).encode("utf-8")).hexdigest())
-        os.makedirs(fs(mountpoint), exist_ok=True)
-        try:
-            if not is_block and not loop_device_available():
-                sys.stderr.write("mount: Could not find any loop device\n")
-                fail("copycds was unable to mount %s to %s." % (source, mountpoint))
-            copy_one_medium(source, fs(mountpoint), distname, arch, path, inspection,
-                            noosimage, nonoverwrite)
-        finally:
-            remove_tree(fs(mountpoint))
+    return req
 
 
-def copy_one_medium(iso, scratch, distname, arch, path, inspection, noosimage,
-                    nonoverwrite):
-    """Identify one medium and copy it; what anaconda.pm's copycd does."""
-    discinfo = read_discinfo(iso, scratch)
-    found_name = None
-    found_arch = None
-    if len(discinfo) >= 2:
-        found_name = KNOWN_DISCINFO.get(discinfo[0]) or distro_from_name(discinfo[1])
-    if len(discinfo) >= 3:
-        found_arch = normalize_arch(discinfo[2])
-    if inspection:
-        info("OS Image:%s" % iso)
-        if found_name:
-            info("DISTNAME:%s" % found_name, "ARCH:%s" % (found_arch or ""),
-                 "DISCNO:%s" % (discinfo[3] if len(discinfo) > 3 else ""))
-            return
-        error("copycds could not identify the ISO supplied, you may wish to try "
-              "-n <osver>")
+def medium_source(arg):
+    """The file copycds reads for one argument: absolute (against the cwd), one symlink followed."""
+    iso = arg if arg.startswith("/") else os.path.join(os.getcwd(), arg)
+    if not os.path.islink(iso):
+        return iso
+    link = os.readlink(iso)
+    return link if link.startswith("/") else os.path.join(os.path.dirname(iso), link)
+
+
+def is_block_medium(source):
+    """True for a readable block device, False for a readable file; fail like copycds.pm otherwise."""
+    if os.access(source, os.R_OK):
+        mode = os.stat(source).st_mode
+        if stat.S_ISBLK(mode) or stat.S_ISREG(mode):
+            return stat.S_ISBLK(mode)
+    fail("The management server was unable to find/read %s. Ensure that file "
+         "exists on the server at the specified location." % source)
+
+
+def cmd_copycds(argv):
+    require_xcatd()
+    req = parse_copycds(argv)
+    if req is None:
         return
-    distname = distname or found_name
-    arch = arch or found_arch
+    for arg in req.isos:
+        copycds_one(medium_source(arg), req)
+
+
+def copycds_one(source, req):
+    """Mount (or extract) one medium, copy it, then unmount and remove the mount point."""
+    is_block = is_block_medium(source)
+    mountpoint = "%s/%s" % (MOUNT_BASE, hashlib.md5(
+        os.path.abspath(source).encode("utf-8")).hexdigest())
+    os.makedirs(fs(mountpoint), exist_ok=True)
+    medium = None
+    try:
+        medium = open_medium(source, mountpoint, is_block)
+        copy_one_medium(medium, source, req)
+    finally:
+        release_mountpoint(fs(mountpoint), medium)
+
+
+def identify_medium(discinfo):
+    """(distname, arch) from .discinfo lines: a discinfo.pm timestamp or the name line."""
+    name = arch = None
+    if len(discinfo) >= 2:
+        name = KNOWN_DISCINFO.get(discinfo[0]) or distro_from_name(discinfo[1])
+    if len(discinfo) >= 3:
+        arch = normalize_arch(discinfo[2])
+    return name, arch
+
+
+def copy_destination(path, installdir, distname, arch):
+    """Where the medium goes: -p, else <installdir>/<distro>/<arch>."""
+    if not path:
+        return "%s/%s/%s" % (installdir, distname, arch)
+    if not (path.startswith("/install/") or path == "/install"):
+        warning("copycds: the specified path \"%s\" is not a subdirectory under "
+                "/install. Make sure this path is configured for httpd/apache, "
+                "otherwise, the provisioning with this iso will fail!" % path)
+    return path
+
+
+def copy_one_medium(medium, iso, req):
+    """Identify one medium and copy it; what anaconda.pm's copycd does."""
+    discinfo = medium.discinfo()
+    found_name, found_arch = identify_medium(discinfo)
+    if req.has("-i", "--inspection"):
+        note("copycds: inspected via %s" % medium.method)
+        info("OS Image:%s" % iso)
+        if not found_name:
+            error(UNIDENTIFIED)
+            return
+        info("DISTNAME:%s" % found_name, "ARCH:%s" % (found_arch or ""),
+             "DISCNO:%s" % (discinfo[3] if len(discinfo) > 3 else ""))
+        return
+    distname = req.distname or found_name
+    arch = req.arch or found_arch
     if not distname or not arch:
-        error("copycds could not identify the ISO supplied, you may wish to try "
-              "-n <osver>")
+        error(UNIDENTIFIED)
         return
     db = open_db()
     installdir = db.site("installdir", "/install")
     db.close()
-    if path:
-        if not (path.startswith("/install/") or path == "/install"):
-            warning("copycds: the specified path \"%s\" is not a subdirectory under "
-                    "/install. Make sure this path is configured for httpd/apache, "
-                    "otherwise, the provisioning with this iso will fail!" % path)
-        dest = path
-    else:
-        dest = "%s/%s/%s" % (installdir, distname, arch)
+    dest = copy_destination(req.path, installdir, distname, arch)
     info("Copying media to %s" % dest)
-    rc, err = extract_iso(iso, fs(dest), nonoverwrite)
+    rc, err = medium.copy_to(fs(dest), req.has("-w", "--nonoverwrite"))
     if rc != 0:
+        note("copycds: copy via %s failed, status %d" % (medium.method, rc))
         sys.stderr.write(err)
         error("Media copy operation failed, status %d" % rc)
         return
+    note("copycds: copied via %s" % medium.method)
     info("Media copy operation successful")
+    record_medium(distname, arch, installdir, dest, req.has("-o", "--noosimage"))
+
+
+def record_medium(distname, arch, installdir, dest, noosimage):
+    """The osdistro row and (unless -o) the osimages of a copied medium."""
     db = open_db()
     match = re.match(r"^(\D+?)-?(\d+)(?:\.(\d+))?", distname)
     db.table("osdistro").upsert(
@@ -2327,6 +2533,7 @@ def main(argv=None):
         return 1
     Run.exitcode = 0
     Run.stdin_text = None
+    Run.notes = []
     try:
         handler(argv[1:])
     except Abort:
