@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """Build the xCAT TEST STAND-IN package (NOT xCAT).
 
-    python3 tests/standin/build_deb.py OUTDIR
+    python3 tests/standin/build_deb.py OUTDIR [--name NAME] [--version VERSION]
 
-writes ``OUTDIR/xcat_<version>_all.deb`` and prints its path.  The build is
+writes ``OUTDIR/<name>_<version>_all.deb`` and prints its path.  The name is
+``xcat`` unless --name gives another (``xcat-site``: an air-gapped site's own
+package name); such a package declares ``Provides: xcat`` and ``Conflicts:
+xcat``.  The version is PACKAGE_VERSION unless --version gives another; it
+changes the package's Version field only.  The build is
 reproducible: every file gets a fixed mode and mtime, owners are root:root
 (``dpkg-deb --root-owner-group``), the archive members are dated
 SOURCE_DATE_EPOCH and compressed with gzip (deterministic, and fast).
@@ -20,8 +24,10 @@ PACKAGE_VERSION), so the module is the single source of truth.
 Standard library only, plus ``dpkg-deb``.
 """
 
+import argparse
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,14 +45,19 @@ sys.dont_write_bytecode = True  # keep __pycache__ out of the source tree
 sys.path.insert(0, LIBDIR)
 import xcatstandin  # noqa: E402  (stdlib-only module; gives version + commands)
 
+DEFAULT_NAME = "xcat"
+# Debian policy 5.6.1 (Package) and 5.6.12 (Version).
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9+.-]+")
+VERSION_RE = re.compile(r"(?:[0-9]+:)?[0-9][A-Za-z0-9.+~]*(?:-[A-Za-z0-9.+~]+)*")
+
 CONTROL = """\
-Package: xcat
+Package: {name}
 Version: {version}
 Architecture: all
 Maintainer: xcatfab developers <xcatfab@localhost.invalid>
 Installed-Size: {size}
 Depends: python3-minimal, iproute2, mount, xorriso
-Section: admin
+{relations}Section: admin
 Priority: optional
 Homepage: https://xcat.org/ (this package is NOT xCAT)
 Description: TEST STAND-IN for xCAT -- this is NOT xCAT
@@ -67,7 +78,25 @@ def _copy_file(src, dst):
     os.chmod(dst, 0o755 if executable else 0o644)
 
 
-def stage(dest):
+def control_text(name, version, size_kib):
+    """DEBIAN/control; a package not named xcat stands in for xcat (Provides, Conflicts)."""
+    relations = ""
+    if name != DEFAULT_NAME:
+        relations = "Provides: {0}\nConflicts: {0}\n".format(DEFAULT_NAME)
+    return CONTROL.format(name=name, version=version, relations=relations,
+                          xcat=xcatstandin.XCAT_VERSION, size=size_kib)
+
+
+def check_name_version(name, version):
+    """Raise ValueError unless name and version are valid Debian ones."""
+    if not NAME_RE.fullmatch(name):
+        raise ValueError("invalid package name %r (Debian: [a-z0-9][a-z0-9+.-]+)" % name)
+    if not VERSION_RE.fullmatch(version):
+        raise ValueError("invalid package version %r (Debian: [epoch:]upstream[-revision], "
+                         "upstream starting with a digit)" % version)
+
+
+def stage(dest, package=DEFAULT_NAME, version=xcatstandin.PACKAGE_VERSION):
     """Populate dest with the package tree (DEBIAN/ included); return dest."""
     for top, dirs, files in os.walk(SOURCE_ROOT):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
@@ -117,8 +146,7 @@ def stage(dest):
     with open(os.path.join(debian, "md5sums"), "w", encoding="utf-8") as handle:
         handle.write("".join(sorted(md5sums, key=lambda line: line.split("  ", 1)[1])))
     with open(os.path.join(debian, "control"), "w", encoding="utf-8") as handle:
-        handle.write(CONTROL.format(version=xcatstandin.PACKAGE_VERSION,
-                                    xcat=xcatstandin.XCAT_VERSION, size=size_kib))
+        handle.write(control_text(package, version, size_kib))
     for name in ("conffiles", "md5sums", "control"):
         os.chmod(os.path.join(debian, name), 0o644)
 
@@ -132,16 +160,17 @@ def stage(dest):
     return dest
 
 
-def build(outdir):
-    """Build the .deb into outdir; return its path."""
+def build(outdir, name=DEFAULT_NAME, version=xcatstandin.PACKAGE_VERSION):
+    """Build the .deb into outdir; return its path (<name>_<version without epoch>_all.deb)."""
+    check_name_version(name, version)
     os.makedirs(outdir, exist_ok=True)
     target = os.path.join(os.path.abspath(outdir),
-                          "xcat_%s_all.deb" % xcatstandin.PACKAGE_VERSION)
+                          "%s_%s_all.deb" % (name, version.split(":", 1)[-1]))
     env = dict(os.environ, SOURCE_DATE_EPOCH=str(SOURCE_DATE_EPOCH), LC_ALL="C")
     old_umask = os.umask(0o022)
     try:
         with tempfile.TemporaryDirectory(prefix="xcat-standin-") as tmp:
-            tree = stage(os.path.join(tmp, "pkg"))
+            tree = stage(os.path.join(tmp, "pkg"), name, version)
             subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "-z9",
                             "--build", tree, target + ".tmp"],
                            check=True, env=env, stdout=subprocess.DEVNULL)
@@ -152,10 +181,19 @@ def build(outdir):
 
 
 def main(argv):
-    if len(argv) != 2 or argv[1] in ("-h", "--help"):
-        sys.stderr.write("usage: %s OUTDIR\n" % os.path.basename(argv[0]))
-        return 2
-    print(build(argv[1]))
+    """Command line: OUTDIR [--name NAME] [--version VERSION]; exit code 2 on bad input."""
+    parser = argparse.ArgumentParser(prog=os.path.basename(argv[0]),
+                                     description="Build the xCAT TEST STAND-IN package (NOT xCAT).")
+    parser.add_argument("outdir", metavar="OUTDIR")
+    parser.add_argument("--name", default=DEFAULT_NAME,
+                        help="package name (default xcat; any other name Provides and Conflicts xcat)")
+    parser.add_argument("--version", default=xcatstandin.PACKAGE_VERSION,
+                        help="package version (default %(default)s)")
+    args = parser.parse_args(argv[1:])
+    try:
+        print(build(args.outdir, args.name, args.version))
+    except ValueError as exc:
+        parser.error(str(exc))
     return 0
 
 

@@ -998,3 +998,49 @@ def test_build_deb_is_fast_reproducible_and_well_formed(tmp_path):
                                universal_newlines=True, check=True).stdout
     assert conffiles == "/etc/init.d/xcatd\n/etc/profile.d/xcat.sh\n"
 
+
+def deb_out(*args):
+    """stdout of dpkg-deb ARGS."""
+    return subprocess.run(["dpkg-deb"] + list(args), stdout=subprocess.PIPE,
+                          universal_newlines=True, check=True).stdout
+
+
+def deb_paths(deb):
+    """The paths in a package, from dpkg-deb -c."""
+    return sorted(line.split()[5] for line in deb_out("-c", deb).splitlines())
+
+
+@pytest.mark.parametrize("name, relations", [
+    ("xcat", ""),
+    ("xcat-site", "Provides: xcat\nConflicts: xcat\n"),
+], ids=["xcat", "xcat-site"])
+def test_build_deb_under_another_name_and_version(tmp_path, name, relations):
+    if not shutil.which("dpkg-deb"):
+        pytest.skip("dpkg-deb is not installed")
+    debs = []
+    for out in ("a", "b"):
+        proc = subprocess.run([sys.executable, os.path.join(STANDIN, "build_deb.py"),
+                               os.path.join(str(tmp_path), out), "--name", name,
+                               "--version", "2.17.0-site1"],
+                              stdout=subprocess.PIPE, universal_newlines=True, check=True,
+                              env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+        debs.append(proc.stdout.strip())
+    assert os.path.basename(debs[0]) == "%s_2.17.0-site1_all.deb" % name
+    assert open(debs[0], "rb").read() == open(debs[1], "rb").read()
+    assert deb_out("-f", debs[0], "Package", "Version", "Provides", "Conflicts") == \
+        "Package: %s\nVersion: 2.17.0-site1\n%s" % (name, relations)
+    assert "Depends: python3-minimal, iproute2, mount, xorriso\n" in deb_out("-f", debs[0])
+    default = build_deb.build(os.path.join(str(tmp_path), "default"))
+    assert deb_paths(debs[0]) == deb_paths(default)
+    assert "./opt/xcat/sbin/copycds" in deb_paths(debs[0])
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--name", "Xcat_Site"), ("--name", "-x"), ("--version", "site1"), ("--version", "2.17 rc"),
+])
+def test_build_deb_refuses_invalid_names_and_versions(tmp_path, capsys, option, value):
+    with pytest.raises(SystemExit) as exit_info:
+        build_deb.main(["build_deb.py", str(tmp_path / "out"), option + "=" + value])
+    assert exit_info.value.code == 2
+    assert "invalid package" in capsys.readouterr().err
+    assert not os.path.exists(str(tmp_path / "out"))
