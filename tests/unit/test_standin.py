@@ -10,6 +10,7 @@ not ship, so the package's ``Depends: python3-minimal`` is checked on every
 command.  No root, no Docker; xorriso and dpkg-deb tests skip if absent.
 """
 
+import csv
 import hashlib
 import os
 import re
@@ -576,6 +577,62 @@ def test_emptying_networks_the_ways_real_xcat_allows(xc):
     assert len(xc.ok("tabdump", "networks").out.splitlines()) == 3
 
 
+def network_row(xc, netname):
+    """One networks row from tabdump, as {column: value}."""
+    lines = xc.ok("tabdump", "networks").out.splitlines()
+    header = lines[0].lstrip("#").split(",")
+    rows = [dict(zip(header, fields)) for fields in csv.reader(lines[1:])]
+    return next(row for row in rows if row["netname"] == netname)
+
+
+def test_network_definitions_as_the_product_makes_them(xc):
+    result = xc.ok("mkdef", "-t", "network", "-o", "xcatfab-mgmt", "net=10.10.0.0",
+                   "mask=255.255.0.0", "gateway=10.10.0.1", "mgtifname=eth1",
+                   "usercomment=managed by xcatfab")
+    assert result.out == "1 object definitions have been created or modified.\n"
+    assert xc.ok("chdef", "-t", "network", "-o", "xcatfab-mgmt", "dhcpserver=10.10.0.2",
+                 "tftpserver=10.10.0.2").out == \
+        "1 object definitions have been created or modified.\n"
+    xc.ok("chtab", "netname=xcatfab-mgmt", "networks.dynamicrange=10.10.1.1-10.10.1.254")
+    header = xc.ok("tabdump", "networks").out.splitlines()[0]
+    for column in ("comments", "dynamicrange", "dhcpserver", "tftpserver"):
+        assert column in header.lstrip("#").split(",")
+    row = network_row(xc, "xcatfab-mgmt")
+    assert (row["net"], row["mask"], row["gateway"], row["mgtifname"]) == \
+        ("10.10.0.0", "255.255.0.0", "10.10.0.1", "eth1")
+    assert (row["comments"], row["dynamicrange"], row["dhcpserver"], row["tftpserver"]) == \
+        ("managed by xcatfab", "10.10.1.1-10.10.1.254", "10.10.0.2", "10.10.0.2")
+    assert xc.ok("lsdef", "-t", "network", "-l").out == (
+        "Object name: xcatfab-mgmt\n    dhcpserver=10.10.0.2\n"
+        "    dynamicrange=10.10.1.1-10.10.1.254\n    gateway=10.10.0.1\n"
+        "    mask=255.255.0.0\n    mgtifname=eth1\n    net=10.10.0.0\n"
+        "    tftpserver=10.10.0.2\n    usercomment=managed by xcatfab\n")
+    assert xc.ok("rmdef", "-t", "network", "-o", "xcatfab-mgmt").out == \
+        "1 object definitions have been removed.\n"
+    result = xc.run("rmdef", "-t", "network", "-o", "xcatfab-mgmt")
+    assert result.rc == 1 and result.err == ("Error: [%s]: Could not find an object named "
+                                             "'xcatfab-mgmt' of type 'network'.\n" % HOST)
+    result = xc.run("lsdef", "-t", "network", "-l")
+    assert result.rc == 1 and "Could not get objects of type 'network'." in result.err
+
+
+def test_network_comments_attribute_is_usercomment_as_in_xcat(xc):
+    # Schema.pm maps networks.comments to the attribute usercomment; mkdef refuses
+    # comments=, writes the rest of the definition and exits 1.
+    result = xc.run("mkdef", "-t", "network", "-o", "n1", "net=10.20.0.0", "mask=255.255.0.0",
+                    "comments=x")
+    assert result.rc == 1 and result.out == ""
+    assert result.err == (
+        "Error: [{h}]: 'comments' is not a valid attribute name for an object type of 'network'.\n"
+        "Error: [{h}]: Skipping to the next attribute.\n"
+        "Error: [{h}]: One or more errors occured when attempting to create or modify xCAT \n"
+        "object definitions.\n").format(h=HOST)
+    assert network_row(xc, "n1")["net"] == "10.20.0.0"
+    assert network_row(xc, "n1")["comments"] == ""
+    xc.ok("chtab", "netname=n1", "networks.comments=set by chtab")
+    assert "    usercomment=set by chtab\n" in xc.ok("lsdef", "-t", "network", "n1").out
+
+
 # ---------------------------------------------------------------------------
 # copycds
 # ---------------------------------------------------------------------------
@@ -932,6 +989,42 @@ def test_xcatd_init_script_start_status_stop(xc, tree):
             pass
     log = xc.read("/var/log/xcat/standin-xcatd.log")
     assert "started, listening on TCP %d,%d" % (dport, iport) in log and "stopped" in log
+
+
+def wait_for_port(port, proc, seconds=15):
+    """Wait until something listens on port, or fail if proc exits first."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("nothing listens on port %d" % port)
+
+
+def test_lsxcatd_answers_while_xcatd_runs_in_the_foreground(xc):
+    dport, iport = free_port(), free_port()
+    xc.ok("chtab", "key=xcatdport", "site.value=%d" % dport)
+    xc.ok("chtab", "key=xcatiport", "site.value=%d" % iport)
+    daemon = subprocess.Popen(python_minimal("xcatd", "-f"), env=xc.env, cwd=xc.tmp,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              universal_newlines=True)
+    try:
+        wait_for_port(dport, daemon)
+        assert xc.read("/var/run/xcatd.pid") == "%d\n" % daemon.pid
+        result = xc.run("lsxcatd", "-a", bypass=False, env={"XCATHOST": "localhost:%d" % dport})
+        assert result.rc == 0, result
+        lines = result.out.splitlines()
+        assert lines[0].startswith("Version 2.17.0 (") and "NOT xCAT" in lines[0]
+        assert lines[1] == "This is a Management Node"
+        assert "dbengine=standin-csv" in lines
+    finally:
+        daemon.terminate()
+        rc = daemon.wait(timeout=15)
+    assert rc == 0                                   # SIGTERM stops it cleanly
+    assert not os.path.exists(xc.path("/var/run/xcatd.pid"))
 
 
 def test_xcatd_refuses_a_busy_port(xc):
