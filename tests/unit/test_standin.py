@@ -1027,6 +1027,27 @@ def test_lsxcatd_answers_while_xcatd_runs_in_the_foreground(xc):
     assert not os.path.exists(xc.path("/var/run/xcatd.pid"))
 
 
+def test_xcatd_pid_file_naming_itself_or_another_program_is_stale(xc, monkeypatch):
+    monkeypatch.setenv("XCAT_STANDIN_ROOT", xc.root)
+    os.makedirs(xc.path("/var/run"))
+
+    def pid_file(pid):
+        with open(xc.path("/var/run/xcatd.pid"), "w") as handle:
+            handle.write("%d\n" % pid)
+        return xcatstandin.read_pidfile()
+
+    assert pid_file(os.getpid()) is None          # PID 1 again after a container restart
+    other = subprocess.Popen(["sleep", "30"])
+    xcatd = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "xcatd"])
+    try:
+        assert pid_file(other.pid) is None        # a recycled pid
+        assert pid_file(xcatd.pid) == xcatd.pid   # a running xcatd
+    finally:
+        for proc in (other, xcatd):
+            proc.kill()
+            proc.wait()
+
+
 def test_xcatd_refuses_a_busy_port(xc):
     busy = socket.socket()
     busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -2363,14 +2363,27 @@ def process_alive(pid):
         return True
 
 
+def runs_xcatd(pid):
+    """Does pid's command line name xcatd (the init script's guard against a recycled pid)?"""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as handle:
+            return b"xcatd" in handle.read()
+    except OSError:
+        return True
+
+
 def read_pidfile():
-    """The pid of a live xcatd from the pid file, or None."""
+    """The pid of another live xcatd from the pid file, or None.  A pid file
+    naming this very process is stale: a container whose PID 1 is ``xcatd -f``
+    was killed and started again, and its pid file says 1 once more."""
     try:
         with open(fs(XCATD_PIDFILE), encoding="utf-8") as handle:
             pid = int(handle.read().strip())
     except (OSError, ValueError):
         return None
-    return pid if process_alive(pid) else None
+    if pid == os.getpid() or not process_alive(pid) or not runs_xcatd(pid):
+        return None
+    return pid
 
 
 def listen_all(port):
