@@ -1,0 +1,1 @@
+"""Test infrastructure: the netns lab and the VM lab."""

@@ -1,0 +1,160 @@
+"""QEMU for the VM lab: the accelerator verdict, and starting and stopping one VM by its pid.
+
+KVM is used only when a time-boxed probe boot of the guest kernel proves it
+works (on these machines nested guests hang right after the kernel starts);
+the verdict is cached, keyed by the host kernel, the QEMU version and the
+guest kernel. Otherwise TCG: ``-accel tcg,thread=multi -cpu max``.
+
+Each VM is one detached QEMU (``-daemonize``) with its pid in STATE/vmN/qemu.pid:
+direct kernel boot, the qcow2 overlay as vda, the seed as a read-only vdb, a
+virtio NIC on the VM's tap with its pinned MAC, the serial console appended to
+STATE/vmN/console.log. A pid is signalled only when its command line names the
+VM's own pidfile.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from ._shared import LabError, _live_pid, _run, _stop_pid, _wait_gone, _write
+from .base import BaseImage, cache_root
+from .config import VM_CPUS, VM_MEMORY_MB, VmHost
+
+QEMU = "qemu-system-x86_64"
+#: Kernel command line of every VM (eth0 by name, console on the serial port).
+KERNEL_APPEND = "root=/dev/vda rw console=ttyS0 net.ifnames=0 panic=10"
+TCG = ["-accel", "tcg,thread=multi", "-cpu", "max"]
+KVM = ["-accel", "kvm", "-cpu", "host"]
+#: How long a KVM probe boot may take to reach the initramfs (a working KVM needs a second or two).
+PROBE_SECONDS = 30
+#: What the guest kernel prints when it hands over to the initramfs: the probe's proof of life.
+PROBE_MARK = "Run /init as init process"
+
+
+def _qemu_version() -> str:
+    return _run([QEMU, "--version"]).stdout.splitlines()[0].strip()
+
+
+def _verdict_file() -> Path:
+    return cache_root() / "accel.json"
+
+
+def accelerator(base: BaseImage, log: Callable[[str], None] = print) -> str:
+    """``"kvm"`` when a probe boot proves KVM works here, else ``"tcg"``; cached per kernel and QEMU."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "tcg"
+    key = f"{os.uname().release}|{_qemu_version()}|{base.kernel_version}"
+    try:
+        verdicts = json.loads(_verdict_file().read_text())
+    except (OSError, ValueError):
+        verdicts = {}
+    if key not in verdicts:
+        log(f"probing KVM with a boot of the guest kernel (at most {PROBE_SECONDS}s, once per kernel and QEMU)")
+        ok, detail = _probe_kvm(base)
+        verdicts[key] = {"kvm": ok, "detail": detail, "probed": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        _write(_verdict_file(), json.dumps(verdicts, indent=1))
+    verdict = verdicts[key]
+    return "kvm" if verdict["kvm"] else "tcg"
+
+
+def _probe_kvm(base: BaseImage) -> tuple[bool, str]:
+    """Boot the guest kernel under KVM until it starts the initramfs, within :data:`PROBE_SECONDS`."""
+    console = cache_root() / "kvm-probe.console"
+    console.unlink(missing_ok=True)
+    argv = [QEMU, *KVM, "-m", "512", "-smp", "1", "-display", "none", "-monitor", "none", "-no-reboot",
+            "-serial", f"file:{console}", "-kernel", base.kernel, "-initrd", base.initrd,
+            "-append", "console=ttyS0 ignore_loglevel panic=-1"]
+    proc = subprocess.Popen([str(a) for a in argv], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + PROBE_SECONDS
+    seen = ""
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            seen = console.read_text(errors="replace") if console.exists() else ""
+            if PROBE_MARK in seen:
+                return True, "the guest kernel reached its initramfs under KVM"
+            time.sleep(0.5)
+        if proc.poll() is not None:
+            err = (proc.stderr.read() or "").strip().splitlines()
+            return False, f"qemu exited {proc.returncode}: {err[-1] if err else 'no message'}"
+        last = [line for line in seen.splitlines() if line.strip()]
+        return False, f"no initramfs after {PROBE_SECONDS}s; last console line: {last[-1] if last else '(none)'}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        console.unlink(missing_ok=True)
+
+
+def qemu_argv(host: VmHost, base: BaseImage, accel: str) -> list[str]:
+    """The QEMU command line of ``host`` (detached, pidfile, console to its log)."""
+    return [str(a) for a in (
+        QEMU, "-name", host.qemu_name, *(KVM if accel == "kvm" else TCG),
+        "-m", VM_MEMORY_MB, "-smp", VM_CPUS, "-machine", "pc",
+        "-display", "none", "-monitor", "none", "-nodefaults", "-vga", "none",
+        "-chardev", f"file,id=console,path={host.console_log},append=on", "-serial", "chardev:console",
+        "-kernel", base.kernel, "-initrd", base.initrd, "-append", KERNEL_APPEND,
+        "-drive", f"file={host.disk},format=qcow2,if=virtio",
+        "-drive", f"file={host.seed_image},format=raw,if=virtio,readonly=on",
+        "-netdev", f"tap,id=n0,ifname={host.tap},script=no,downscript=no",
+        "-device", f"virtio-net-pci,netdev=n0,mac={host.mac}",
+        "-pidfile", host.pidfile, "-daemonize",
+    )]
+
+
+def _marker(host: VmHost) -> str:
+    """What a QEMU of this VM has in its command line (the pidfile is the VM's own)."""
+    return f"-pidfile {host.pidfile}"
+
+
+def running_pid(host: VmHost) -> Optional[int]:
+    """Pid of the VM's QEMU when it runs (pidfile checked against /proc/PID/cmdline), else None."""
+    return _live_pid(host.pidfile, _marker(host))
+
+
+def start(host: VmHost, base: BaseImage, accel: str) -> int:
+    """Start the VM's QEMU detached (nothing happens when it already runs); return its pid."""
+    pid = running_pid(host)
+    if pid:
+        return pid
+    host.pidfile.unlink(missing_ok=True)
+    with open(host.console_log, "a") as fh:
+        fh.write(f"\n===== xcatfab VM lab: {host.name} powered on ({accel}) at "
+                 f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} =====\n")
+    proc = _run(qemu_argv(host, base, accel), check=False, timeout=60)
+    if proc.returncode != 0:
+        host.qemu_log.write_text(proc.stderr)
+        raise LabError(f"QEMU of {host.name} did not start (exit {proc.returncode}): {proc.stderr.strip()}")
+    pid = running_pid(host)
+    if pid is None:
+        raise LabError(f"QEMU of {host.name} started but is gone; see {host.console_log}")
+    return pid
+
+
+def stop(host: VmHost, timeout: float = 10) -> bool:
+    """Power the VM off hard (SIGTERM to its QEMU, SIGKILL after ``timeout``); True if it ran."""
+    return _stop_pid(running_pid(host), _marker(host), timeout=timeout)
+
+
+def kill(host: VmHost) -> int:
+    """Pull the VM's power cord: SIGKILL to its QEMU (no flush, no shutdown); return the pid."""
+    pid = running_pid(host)
+    if pid is None:
+        raise LabError(f"{host.name} is not running")
+    os.kill(pid, signal.SIGKILL)
+    if not _wait_gone([pid], 10):
+        raise LabError(f"QEMU {pid} of {host.name} survived SIGKILL")
+    return pid
+
+
+def wait_powered_off(host: VmHost, timeout: float) -> None:
+    """Wait until the VM's QEMU has exited (the guest powered itself off)."""
+    pid = running_pid(host)
+    if pid and not _wait_gone([pid], timeout):
+        raise LabError(f"{host.name} did not power off within {timeout:.0f}s; see {host.console_log}")
