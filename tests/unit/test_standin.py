@@ -1158,3 +1158,63 @@ def test_build_deb_refuses_invalid_names_and_versions(tmp_path, capsys, option, 
     assert exit_info.value.code == 2
     assert "invalid package" in capsys.readouterr().err
     assert not os.path.exists(str(tmp_path / "out"))
+
+
+# ---------------------------------------------------------------------------
+# tests/lab/assets: images xcatfab did not build
+# ---------------------------------------------------------------------------
+
+ASSETS = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, "lab", "assets"))
+XCATFAB_MARKERS = ("xcatfab-ready", "/etc/xcatfab", "startservice")
+
+
+def dockerfile(name):
+    """(text, [(INSTRUCTION, arguments)]) of tests/lab/assets/NAME/Dockerfile."""
+    with open(os.path.join(ASSETS, name, "Dockerfile")) as handle:
+        text = handle.read()
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    logical = re.sub(r"\\\n", " ", "\n".join(lines))      # continuation lines joined
+    instructions = [tuple(line.strip().split(None, 1)) for line in logical.splitlines()
+                    if line.strip()]
+    return text, instructions
+
+
+def test_foreign_image_is_the_package_and_xcatd_only(tree):
+    text, instructions = dockerfile("foreign-image")
+    assert instructions == [
+        ("FROM", "xcatfab/bookworm-minbase:bookworm"),
+        ("COPY", "xcat.deb /tmp/xcat.deb"),
+        ("RUN", "dpkg -i /tmp/xcat.deb && rm -f /tmp/xcat.deb"),
+        ("EXPOSE", "3001 3002"),
+        ("CMD", '["/bin/sh", "-c", ". /etc/profile.d/xcat.sh && exec xcatd -f"]'),
+    ]
+    for marker in XCATFAB_MARKERS:
+        assert marker not in text
+    # what the CMD relies on is in the package
+    assert os.path.isfile(os.path.join(tree, "etc", "profile.d", "xcat.sh"))
+    assert os.readlink(os.path.join(tree, "opt", "xcat", "sbin", "xcatd")) == "../bin/xcatclient"
+    with open(os.path.join(ASSETS, "foreign-image", ".gitignore")) as handle:
+        assert handle.read().split() == ["xcat.deb"]
+
+
+def test_not_xcat_image_has_no_xcat():
+    text, instructions = dockerfile("not-xcat-image")
+    assert instructions == [
+        ("FROM", "xcatfab/bookworm-minbase:bookworm"),
+        ("STOPSIGNAL", "SIGKILL"),
+        ("CMD", '["sleep", "infinity"]'),
+    ]
+    for marker in XCATFAB_MARKERS:
+        assert marker not in text
+
+
+@pytest.mark.parametrize("name", ["foreign-image", "not-xcat-image"])
+def test_lab_asset_dockerfiles_pass_hadolint(name):
+    hadolint = shutil.which("hadolint") or os.path.join(os.path.dirname(sys.executable),
+                                                       "hadolint")
+    if not os.access(hadolint, os.X_OK):
+        pytest.skip("hadolint is not installed")
+    proc = subprocess.run([hadolint, "--no-color", os.path.join(ASSETS, name, "Dockerfile")],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          universal_newlines=True, cwd=ASSETS)
+    assert proc.returncode == 0 and proc.stdout == "", proc.stdout
