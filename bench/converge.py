@@ -5,7 +5,7 @@
                              [--skip-first] [--skip-counts] [--no-markdown] [--markdown FILE]
     python bench/converge.py --render bench/results/converge-*.json   # section from a saved run
 
-On the lab (tasks/lab.py; root), for each N, with every tool driving the SAME
+On the lab (tests/labkit/netns; root), for each N, with every tool driving the SAME
 target state (docker.io, the xCAT image, mydocker0 holding the host address,
 a Docker bridge network on it, the container with its static address and the
 full spec, site.master set, one 64 MiB ISO with a checksum in iso_dir):
@@ -379,7 +379,7 @@ def log(msg: str) -> None:
 
 
 def cache_root() -> Path:
-    from tasks.lab import cache_dir
+    from tests.labkit.common import cache_dir
 
     return cache_dir()
 
@@ -499,11 +499,11 @@ def acquire_lab(need: int, explicit_hosts: bool):
     With explicit hosts (``--hosts``/``$XCATFAB_BENCH_HOSTS``) an unhealthy or too
     small lab is an error: other people's hosts are never taken down for a benchmark.
     """
-    from tasks.lab import _healthy, current_lab, lab_up
+    from tests.labkit.netns.lifecycle import current_lab, healthy, lab_up
 
     lab = current_lab()
     if lab is not None and len(lab.hosts) >= need:
-        problems = _healthy(lab)
+        problems = healthy(lab)
         if not problems:
             return lab
         if explicit_hosts:
@@ -534,7 +534,7 @@ class Runner:
     # -- inventories for the peers, one per host list
     def write_inventories(self, hosts: list) -> None:
         from bench.peers.inventory import ansible_inventory, host_spec, pyinfra_inventory, rw_binds_are_drift
-        from tasks.inventory import load_hosts
+        from tasks.runtime.inventory import load_hosts
 
         cfgs = {c.name: c for c in load_hosts(str(self.lab.inventory), names=hosts)}
         specs = {h: host_spec(cfgs[h], self.iso) for h in hosts}
@@ -698,17 +698,16 @@ def close_control_masters(cp_dir: Path) -> None:
 
 def xcatfab_has_rollout() -> bool:
     try:
-        from tasks import remote_tasks
+        from tasks.cli import fab
 
-        return "rollout" in remote_tasks.ns.task_names
+        return "rollout" in fab.ns.task_names
     except Exception:
         return False
 
 
 def xcatfab_has_iso_step() -> bool:
     try:
-        import tasks.remote_tasks  # noqa: F401  (steps may register themselves on import)
-        from tasks.deploy import step_names
+        from tasks.ops.deploy import step_names
 
         return "iso" in step_names()
     except Exception:

@@ -28,19 +28,19 @@ def host_spec(cfg, iso: Optional[dict] = None) -> dict:
     ``iso``: ``{"src", "name", "sha1", "sha256", "size"}`` of the ISO to stage
     (see bench/converge.py), or None.
     """
-    from tasks.container import (
+    from tasks.runtime.facts import Facts
+    from tasks.steps.container import (
         DEVICE_RULES,
         binds,
         container_ip,
-        docker_network_mode,
-        env,
         host_dirs,
-        hosts_file,
+        hosts_text,
+        mac_address,
         network_spec,
-        resolv_file,
+        resolv_text,
     )
-    from tasks.step import Facts
-    from tasks.xcat import wanted_site
+    from tasks.steps.container.spec import docker_network_mode
+    from tasks.steps.xcat import wanted_site
 
     if cfg.network_mode != "bridge":
         raise ValueError(f"{cfg.name}: the benchmark covers network_mode=bridge only")
@@ -71,7 +71,7 @@ def host_spec(cfg, iso: Optional[dict] = None) -> dict:
             "ip": ip,
             "network": docker_network_mode(cfg),
             "restart_policy": cfg.restart_policy,
-            "env": env(cfg),
+            "mac_address": mac_address(cfg),
             "binds": binds(cfg),
             "privileged": bool(cfg.privileged),
             "cap_add": list(cfg.cap_add),
@@ -82,8 +82,8 @@ def host_spec(cfg, iso: Optional[dict] = None) -> dict:
         },
         "xf_dirs": host_dirs(cfg),
         "xf_files": [
-            {"dest": f"{data}/xcatfab/hosts", "content": hosts_file(cfg)},
-            {"dest": f"{data}/xcatfab/resolv.conf", "content": resolv_file(cfg, facts)},
+            {"dest": f"{data}/xcatfab/hosts", "content": hosts_text(cfg, "")},
+            {"dest": f"{data}/xcatfab/resolv.conf", "content": resolv_text(cfg, facts)},
         ],
         "xf_site": dict(wanted_site(cfg)),
     }
@@ -160,13 +160,14 @@ def synthetic_inspect(ctr: dict, binds: Optional[list] = None) -> dict:
     """A ``docker inspect`` of a container made exactly from ``ctr`` (an ``xf_container`` spec)."""
     return {
         "Image": "sha256:bench",
-        "Config": {"Hostname": ctr["hostname"], "Env": [f"{k}={v}" for k, v in ctr["env"].items()]},
-        "HostConfig": {"ExtraHosts": [f"{ctr['fqdn']}:{ctr['ip']}"], "NetworkMode": ctr["network"],
+        "Config": {"Hostname": ctr["hostname"], "Env": []},
+        "HostConfig": {"NetworkMode": ctr["network"],
                        "Privileged": ctr["privileged"], "CapAdd": ctr["cap_add"], "CapDrop": ctr["cap_drop"],
                        "DeviceCgroupRules": ctr["device_cgroup_rules"],
                        "Binds": list(ctr["binds"] if binds is None else binds),
                        "RestartPolicy": {"Name": ctr["restart_policy"]}},
-        "NetworkSettings": {"Networks": {ctr["network"]: {"IPAMConfig": {"IPv4Address": ctr["ip"]}}}},
+        "NetworkSettings": {"Networks": {ctr["network"]: {"IPAMConfig": {"IPv4Address": ctr["ip"]},
+                                                          "MacAddress": ctr["mac_address"]}}},
     }
 
 
@@ -179,7 +180,7 @@ def rw_binds_are_drift(cfg) -> bool:
     makes carries ``:rw``. If xcatfab compares the strings verbatim too, the two
     tools would recreate each other's container on every alternation.
     """
-    from tasks.container import container_diff
+    from tasks.steps.container import container_diff
 
     ctr = host_spec(cfg)["xf_container"]
     rw = [b if b.count(":") >= 2 else b + ":rw" for b in ctr["binds"]]

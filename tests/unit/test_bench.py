@@ -19,7 +19,7 @@ if ROOT not in sys.path:
 
 from bench import converge  # noqa: E402
 from bench.peers import inventory as peer_inventory  # noqa: E402
-from tasks.inventory import load_hosts  # noqa: E402
+from tasks.runtime.inventory import load_hosts  # noqa: E402
 
 
 # ------------------------------------------------------------------ statistics
@@ -243,7 +243,7 @@ def cfgs(tmp_path):
 
 
 def test_host_spec_is_xcatfabs_own_target_state(cfgs):
-    from tasks import container
+    from tasks.steps import container
 
     cfg = cfgs["lab2"]
     spec = peer_inventory.host_spec(cfg, ISO)
@@ -256,14 +256,14 @@ def test_host_spec_is_xcatfabs_own_target_state(cfgs):
     ctr = spec["xf_container"]
     assert ctr["image"] == "xcatfab/xcat:standin-lab" and ctr["ip"] == "198.18.0.112"
     assert ctr["binds"] == container.binds(cfg)
-    assert ctr["env"] == container.env(cfg)
+    assert ctr["mac_address"] == container.mac_address(cfg)
     assert ctr["cap_add"] == ["ALL"] and ctr["cap_drop"] == ["CAP_SYS_RESOURCE"]
     assert ctr["device_cgroup_rules"] == container.DEVICE_RULES and ctr["privileged"] is False
     assert ctr["restart_policy"] == "unless-stopped" and ctr["hostname"] == "xcatmn"
     assert spec["xf_dirs"] == container.host_dirs(cfg)
     assert [f["dest"] for f in spec["xf_files"]] == ["/s/lab2/xcatdata/xcatfab/hosts",
                                                     "/s/lab2/xcatdata/xcatfab/resolv.conf"]
-    assert spec["xf_files"][0]["content"] == container.hosts_file(cfg)
+    assert spec["xf_files"][0]["content"] == container.hosts_text(cfg, "")
     assert spec["xf_site"] == {"master": "198.18.0.112", "nameservers": "198.18.0.112", "domain": "cluster"}
     assert spec["xf_iso"] == {"src": ISO["src"], "dest": "/s/lab2/iso/bench-64m.iso", "sha1": ISO["sha1"],
                               "sha256": ISO["sha256"], "size": ISO["size"]}
@@ -272,7 +272,7 @@ def test_host_spec_is_xcatfabs_own_target_state(cfgs):
 
 def test_host_spec_matches_xcatfabs_container_diff(cfgs):
     """A container made from the spec is one xcatfab's own comparison calls converged."""
-    from tasks.container import container_diff
+    from tasks.steps.container import container_diff
 
     cfg = cfgs["lab2"]
     ctr = peer_inventory.host_spec(cfg)["xf_container"]
@@ -281,7 +281,7 @@ def test_host_spec_matches_xcatfabs_container_diff(cfgs):
 
 
 def test_rw_binds_are_drift_follows_xcatfabs_comparison(cfgs, monkeypatch):
-    from tasks import container
+    from tasks.steps import container
 
     cfg = cfgs["lab2"]
     real = container.container_diff

@@ -5,7 +5,7 @@ import re
 import subprocess
 import sys
 
-from tasks.defaults import ALIASES, KEYS
+from tasks.runtime.config import ALIASES, KEYS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)

@@ -8,10 +8,11 @@ import sys
 import jinja2
 import pytest
 
-from tasks.buildctx import context_files, context_hash, render_build_context
-from tasks.defaults import PRESETS
-from tasks.inventory import load_hosts
-from tasks.templating import render
+from tasks.runtime.errors import BadInput
+from tasks.runtime.inventory import load_hosts
+from tasks.runtime.presets import PRESETS
+from tasks.runtime.templating import render
+from tasks.steps.buildctx import context_files, context_hash, render_build_context
 
 BIN = os.path.dirname(sys.executable)
 
@@ -52,9 +53,10 @@ def test_guide_defects_are_fixed_in_every_preset():
         assert any(line.startswith("LABEL") for line in instructions)
         assert not entry.rstrip().endswith("/bin/bash")  # no interactive PID 1
         assert "trap shutdown TERM" in entry
-        assert "tabrestore" in entry and "makenetworks" in entry  # (tabprune can't do networks)
-        assert entry.index("empty_networks_table ||") < entry.index("makenetworks ||")
-        assert "lsdef -t node -o compute1" in entry  # compute1 only created when absent
+        # xCAT's tables are the admin's: a start never empties or rebuilds one (issue 11).
+        assert "tabrestore" not in entry and "makenetworks" not in entry and "chdef -t site" not in entry
+        assert "lsdef -t node -o compute1" in entry  # compute1 only created when absent ...
+        assert entry.index("DEMO_MARKER") < entry.index("mkdef -t node compute1")  # ... and only once
         assert "mknod" in entry
         assert "eth0" not in entry.split("set -u", 1)[1]  # address not taken from eth0 blindly
         assert "bmcpassword" not in entry
@@ -119,3 +121,37 @@ def test_inv_render_bad_inventory_exits_2_with_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"xcatfab: {inv}:2: bridgee: unknown key (did you mean 'bridge'?)"
     assert not (tmp_path / "o").exists()
+
+
+def test_mirror_keys_shape_the_apt_and_yum_sources():
+    """An air-gapped site's mirror: a flat apt repository with its own package name, components,
+    no dep repository, trusted instead of signed-by; yum with a mirrorlist (issue 11)."""
+    flat = image_config_for("preset=ubuntu", "xcat_core_repo=http://mirror.site/xcat", "apt_suite=./",
+                            "xcat_dep_repo=", "xcat_packages=xcat-site", "gpgcheck=false")
+    files = {f.name: f.content for f in context_files(flat)}
+    sources = [line for line in files["xcat.list"].splitlines() if line.startswith("deb")]
+    assert sources == ["deb [trusted=yes] http://mirror.site/xcat ./"]
+    assert "xcat-site openssh-server" in files["Dockerfile"] and "ADD " not in files["Dockerfile"]
+    comps = image_config_for("preset=ubuntu", "apt_suite=jammy", "apt_components=main,contrib")
+    lines = [line for line in {f.name: f.content for f in context_files(comps)}["xcat.list"].splitlines()
+             if line.startswith("deb")]
+    assert all(line.endswith(" jammy main contrib") for line in lines) and len(lines) == 2
+    yum = image_config_for("preset=el9", "xcat_core_mirrorlist=https://mirror.site/core.list", "xcat_dep_repo=")
+    files = {f.name: f.content for f in context_files(yum)}
+    assert "mirrorlist=https://mirror.site/core.list" in files["xCAT-core.repo"] and "baseurl" not in \
+        files["xCAT-core.repo"]
+    assert "xCAT-dep.repo" not in files and "COPY xCAT-core.repo /etc/yum.repos.d/" in files["Dockerfile"]
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["xcat_packages=xcat;rm"], "xcat_packages: 'xcat;rm' is not a package name"),
+    (["apt_suite=jammy main"], "apt_suite"),
+    (["xcat_core_repo=http://a b"], "xcat_core_repo"),
+])
+def test_mirror_keys_are_validated(sets, message):
+    with pytest.raises(BadInput, match=message):
+        image_config_for(*sets)
+
+
+def image_config_for(*sets):
+    return load_hosts(None, names=["localhost"], overrides=list(sets))[0]

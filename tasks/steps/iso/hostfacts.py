@@ -1,0 +1,111 @@
+"""The ``iso`` fact fragment (templates/host/facts/iso.sh.j2): what a host holds.
+
+The files in ``iso_dir`` (size, mtime, inode), xcatfab's record of each one
+it staged (``state_dir/iso/NAME.sha256``: the sha256 computed while the file
+was received, with the size, mtime and inode it had then), resumable
+``.part`` files, and what copycds copied (``state_dir/iso/copied/SHA256``
+with the distro and arch, checked against ``data_dir/install/D/A`` and the
+osdistro table). No docker exec, no hashing: a converged run reads no ISO.
+This module is the fragment's one parser.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from .local import SHA256, LocalIso
+
+
+@dataclass(frozen=True)
+class HostFile:
+    size: int
+    mtime_ns: int
+    ino: int
+
+
+@dataclass(frozen=True)
+class Record:
+    sha256: str
+    size: int
+    mtime_ns: int
+    ino: int
+
+
+@dataclass(frozen=True)
+class Copied:
+    distro: str
+    arch: str
+    install: bool
+    osdistro: str  # yes | no | unknown (no table readable on the host)
+
+
+def find_time_ns(text: str) -> int:
+    """``find -printf %T@`` (seconds with a fraction) -> integer nanoseconds."""
+    seconds, _dot, fraction = text.partition(".")
+    return int(seconds) * 1_000_000_000 + int((fraction + "000000000")[:9])
+
+
+def host_files(facts) -> dict:
+    """Regular files in iso_dir: name -> :class:`HostFile`."""
+    files = {}
+    for line in facts.lines("iso.files"):
+        parts = line.split(" ", 3)
+        if len(parts) == 4:
+            try:
+                files[parts[3]] = HostFile(int(parts[0]), find_time_ns(parts[1]), int(parts[2]))
+            except ValueError:
+                continue
+    return files
+
+
+def host_records(facts) -> dict:
+    """xcatfab's records: name -> :class:`Record`."""
+    records = {}
+    for line in facts.lines("iso.records"):
+        parts = line.split(" ", 4)
+        if len(parts) == 5 and parts[4].endswith(".sha256") and SHA256.fullmatch(parts[0]):
+            try:
+                records[parts[4][:-len(".sha256")]] = Record(parts[0], int(parts[1]), int(parts[2]), int(parts[3]))
+            except ValueError:
+                continue
+    return records
+
+
+def host_parts(facts) -> dict:
+    """Resumable parts: name -> (tag, total size) of the transfer that left it."""
+    parts = {}
+    for line in facts.lines("iso.parts"):
+        fields = line.split(" ", 2)
+        if len(fields) == 3 and fields[2].endswith(".part"):
+            try:
+                parts[fields[2][:-len(".part")]] = (fields[0], int(fields[1]))
+            except ValueError:
+                continue
+    return parts
+
+
+def copied_media(facts) -> dict:
+    """What copycds copied, by the sha256 of the ISO: sha -> :class:`Copied`."""
+    media = {}
+    for line in facts.lines("iso.copied"):
+        fields = line.split()
+        if len(fields) == 5 and SHA256.fullmatch(fields[0]):
+            media[fields[0]] = Copied(fields[1], fields[2], fields[3] == "yes", fields[4])
+    return media
+
+
+def staged_sum(facts, name: str) -> Optional[str]:
+    """The sha256 of ``iso_dir/name`` per xcatfab's record, when the record still describes the file."""
+    found = host_files(facts).get(name)
+    record = host_records(facts).get(name)
+    if found and record and (record.size, record.mtime_ns, record.ino) == (found.size, found.mtime_ns, found.ino):
+        return record.sha256
+    return None
+
+
+def is_copied(copied: Optional[Copied], iso: LocalIso) -> bool:
+    """Media counts as copied when copycds' tree and osdistro are still there as the inventory wants them."""
+    if copied is None or not copied.install or copied.osdistro == "no":
+        return False
+    return (iso.distro in (None, copied.distro)) and (iso.arch in (None, copied.arch))

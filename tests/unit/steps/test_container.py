@@ -1,0 +1,104 @@
+"""Planning the container step: every managed attribute is compared, as community.docker does."""
+
+import json
+
+import pytest
+
+from tasks.steps import container
+from tests.unit.factshapes import AFTER, facts
+from tests.unit.factshapes import plan_cfg as cfg
+
+
+# --- container: every managed attribute is compared ------------------------
+def converged_container(c, image_id="sha256:img"):
+    ip = str(c.container_ip.ip)
+    return {
+        "Name": "/" + c.container_name, "State": {"Running": True, "Status": "running"},
+        "Image": image_id,
+        "Config": {"Hostname": c.container_hostname, "Env": ["PATH=/usr/bin"]},
+        "HostConfig": {"NetworkMode": c.docker_network,
+                       "Privileged": c.privileged, "CapAdd": c.cap_add, "CapDrop": c.cap_drop,
+                       "DeviceCgroupRules": None if c.privileged else container.DEVICE_RULES,
+                       "Binds": container.binds(c), "RestartPolicy": {"Name": c.restart_policy}},
+        "NetworkSettings": {"Networks": {c.docker_network: {"IPAMConfig": {"IPv4Address": ip},
+                                                            "MacAddress": container.mac_address(c)}}},
+    }
+
+
+@pytest.mark.parametrize("preset", ["el9", "lab"])
+def test_container_diff_sees_every_attribute(preset):
+    c = cfg(f"preset={preset}")
+    image = {"Id": "sha256:img"}
+    base = converged_container(c)
+    assert container.container_diff(c, base, image) == []
+    mutations = {
+        "image": lambda d: d.update(Image="sha256:other"),
+        "hostname": lambda d: d["Config"].update(Hostname="other"),
+        "network": lambda d: d["HostConfig"].update(NetworkMode="bridge"),
+        "address": lambda d: d["NetworkSettings"]["Networks"][c.docker_network]["IPAMConfig"].update(
+            IPv4Address="198.18.0.99"),
+        "MAC": lambda d: d["NetworkSettings"]["Networks"][c.docker_network].update(MacAddress="02:00:00:00:00:01"),
+        "privileged": lambda d: d["HostConfig"].update(Privileged=not c.privileged),
+        "mounts": lambda d: d["HostConfig"].update(Binds=d["HostConfig"]["Binds"][1:]),
+        "restart policy": lambda d: d["HostConfig"].update(RestartPolicy={"Name": "no"}),
+    }
+    if not c.privileged:
+        mutations["cap_add"] = lambda d: d["HostConfig"].update(CapAdd=["NET_ADMIN"])
+        mutations["cap_drop"] = lambda d: d["HostConfig"].update(CapDrop=[])
+        mutations["loop device"] = lambda d: d["HostConfig"].update(DeviceCgroupRules=[])
+    for label, mutate in mutations.items():
+        drifted = json.loads(json.dumps(base))
+        mutate(drifted)
+        diffs = container.container_diff(c, drifted, image)
+        assert len(diffs) == 1 and diffs[0].startswith(label), (label, diffs)
+
+
+def test_cap_names_compare_without_prefix():
+    c = cfg("preset=lab")
+    ctr = converged_container(c)
+    ctr["HostConfig"]["CapDrop"] = ["CAP_SYS_RESOURCE"]
+    assert container.container_diff(c, ctr, {"Id": "sha256:img"}) == []
+
+
+def test_network_spec_and_diff():
+    c = cfg()
+    f = facts(**AFTER)
+    spec = container.network_spec(c, f)
+    assert spec == {"subnet": "198.18.0.0/24", "gateway": "198.18.0.1", "ip_range": "198.18.0.111/32",
+                    "driver": "bridge", "options": {"com.docker.network.bridge.name": "mydocker0",
+                                                    "com.docker.network.bridge.inhibit_ipv4": "true"}}
+    network = {"Driver": "bridge", "Options": dict(spec["options"]),
+               "IPAM": {"Config": [{"Subnet": "198.18.0.0/24", "Gateway": "198.18.0.1",
+                                    "IPRange": "198.18.0.111/32"}]}}
+    assert container.network_diff(spec, network) == []
+    network["Options"].pop("com.docker.network.bridge.inhibit_ipv4")
+    assert container.network_diff(spec, network) == ["option com.docker.network.bridge.inhibit_ipv4=None -> true"]
+    mac = container.network_spec(cfg("network_mode=macvlan"), f)
+    assert mac["driver"] == "macvlan" and mac["options"] == {"parent": "mydocker0"}
+
+
+def test_run_args_by_mode():
+    lab = container.run_args(cfg("preset=lab"))
+    assert lab[-1] == "xcatfab/xcat:standin-lab"
+    assert "--privileged" not in lab and ["--cap-add", "ALL"] == lab[lab.index("--cap-add"):][:2]
+    assert "--ip" in lab and lab[lab.index("--network") + 1] == "xcatnet"
+    assert "/i:/iso" in lab  # the host's iso_dir, not an anonymous VOLUME
+    netns = container.run_args(cfg("network_mode=netns"))
+    assert netns[netns.index("--network") + 1] == "none" and "--ip" not in netns
+    assert "--privileged" in netns
+
+
+def test_veth_and_shim_names_fit_ifnamsiz():
+    c = cfg("container_name=a-very-long-container-name")
+    host_if, peer = container.veth_names(c)
+    assert len(host_if) <= 15 and len(peer) <= 15 and host_if != peer
+    assert len(container.shim_name(c)) <= 15
+
+
+def test_binds_compare_with_the_default_rw_dropped():
+    c = cfg()
+    ctr = converged_container(c)
+    ctr["HostConfig"]["Binds"] = [b if b.endswith(":ro") else b + ":rw" for b in container.binds(c)]
+    assert container.container_diff(c, ctr, {"Id": "sha256:img"}) == []
+    ctr["HostConfig"]["Binds"][0] = ctr["HostConfig"]["Binds"][0].replace(":rw", ":ro")
+    assert container.container_diff(c, ctr, {"Id": "sha256:img"})[0].startswith("mounts")
