@@ -2,7 +2,7 @@
 
     python bench/iso.py [--hosts lab4,lab5,lab6] [--size-mib 1024] [--runs 3] [--no-markdown]
 
-On the lab (tasks/lab.py; root), with one file of random bytes:
+On the lab (tests/labkit/netns; root), with one file of random bytes:
 
 * **throughput**, one host: ``fab -H H iso --src F --no-copycds`` against
   ``scp`` over the same link (the lab's ssh_config: same host, key and
@@ -49,7 +49,7 @@ TITLE = "ISO staging"
 COUNTER_TAG = "xcatfab-iso-bench"
 
 from bench.converge import replace_section  # noqa: E402  (ROOT is on sys.path now)
-from tasks.lab import EgressCounter, received_bytes  # noqa: E402
+from tests.labkit.netns.measure import EgressCounter, received_bytes  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -58,7 +58,7 @@ def log(msg: str) -> None:
 
 # ------------------------------------------------------------------ the lab
 def lab_hosts(names):
-    from tasks.lab import current_lab
+    from tests.labkit.netns.lifecycle import current_lab
 
     lab = current_lab()
     if lab is None:
@@ -273,7 +273,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-markdown", action="store_true")
     args = parser.parse_args(argv)
     names = [h for h in args.hosts.split(",") if h]
-    from tasks.lab import current_lab
+    from tests.labkit.netns.lifecycle import current_lab
 
     lab = current_lab()
     if not names and lab is not None:

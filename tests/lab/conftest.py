@@ -44,7 +44,7 @@ def lab():
     A healthy lab with more hosts is reused too, so several people can work on
     one bigger lab, each with their own hosts (see ``test_hosts``).
     """
-    from tasks.lab import _healthy, current_lab, lab_up
+    from tests.labkit.netns.lifecycle import current_lab, healthy, lab_up
 
     existing = current_lab()
     if os.environ.get("XCATFAB_TEST_HOSTS"):
@@ -52,7 +52,7 @@ def lab():
         # and a host of theirs may be down on purpose while they test).
         assert existing, "XCATFAB_TEST_HOSTS is set but no lab is up: run `inv lab.up` first"
         return existing
-    if existing and len(existing.hosts) >= LAB_HOSTS and not _healthy(existing):
+    if existing and len(existing.hosts) >= LAB_HOSTS and not healthy(existing):
         return existing
     return lab_up(LAB_HOSTS, log=lambda msg: print(f"[lab] {msg}"))
 

@@ -19,7 +19,7 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from tasks.lab import _process_table
+from tests.labkit.common import process_table
 
 ROOT = Path(__file__).resolve().parents[2]
 FAB = str(ROOT / ".venv" / "bin" / "fab")
@@ -222,7 +222,7 @@ def first_error(out: str, host: str) -> str:
 
 def children_of(pid: int) -> list[int]:
     """Pids whose parent is ``pid`` (sshd's per-connection processes)."""
-    return [p["pid"] for p in _process_table() if p["ppid"] == pid]
+    return [p["pid"] for p in process_table() if p["ppid"] == pid]
 
 
 def stop_sshd(lab, host: str, sessions: bool = False) -> int:

@@ -14,8 +14,8 @@ import secrets
 
 import pytest
 
-from tasks.lab import _process_table
 from tests.lab.fabrun import CmdlineSampler, fab, normalized, recap, tcp_answers
+from tests.labkit.common import process_table
 
 XCAT_PROFILE = ". /etc/profile.d/xcat.sh"
 
@@ -239,7 +239,7 @@ def xcat_image_id(docker_on, host):
 
 def processes_mentioning(text):
     """Command lines of live processes containing ``text`` (the machine's table: lab hosts share it)."""
-    return [p["cmdline"] for p in _process_table() if text in p["cmdline"]]
+    return [p["cmdline"] for p in process_table() if text in p["cmdline"]]
 
 
 @pytest.mark.parametrize("mode", ["netns", "macvlan"])

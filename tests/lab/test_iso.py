@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.lab import EgressCounter, received_bytes
+from tests.labkit.netns.measure import EgressCounter, received_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 FAB = str(Path(sys.executable).parent / "fab")

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks import lab as labmod
 from tests.lab.fabrun import CmdlineSampler
+from tests.labkit.common import process_table, tcp_banner
+from tests.labkit.netns.hosts import BASE_IMAGE, BASE_IMAGE_REPO, BASE_IMAGE_TAGS, CONTROLLER_IP, RULE_COMMENT
 
 SUBNET = ipaddress.ip_network("198.18.0.0/24")
 
@@ -138,7 +139,7 @@ def test_docker_over_ssh_reports_the_hosts_own_engine(lab, test_hosts, ssh_run, 
         assert name == host.name
         assert root == str(lab.state_dir / host.name / "docker")
     probe = f"lab-probe-{uuid.uuid4().hex[:8]}"
-    ssh_run(h2, f"docker run -d --name {probe} {labmod.BASE_IMAGE} sleep 300")
+    ssh_run(h2, f"docker run -d --name {probe} {BASE_IMAGE} sleep 300")
     try:
         on = {h.name: ssh_run(h.name, "docker ps -a --format '{{.Names}}'").stdout.split() for h in lab.hosts}
         assert probe in on[h2]
@@ -152,9 +153,9 @@ def test_base_image_is_in_every_engine(lab, test_hosts, docker_on):
     h1 = test_hosts[0]
     for host in lab.engines():
         tags = docker_on(host.name, "image", "ls", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
-        for tag in labmod.BASE_IMAGE_TAGS:
-            assert f"{labmod.BASE_IMAGE_REPO}:{tag}" in tags
-    sources = docker_on(h1, "run", "--rm", labmod.BASE_IMAGE, "sh", "-c",
+        for tag in BASE_IMAGE_TAGS:
+            assert f"{BASE_IMAGE_REPO}:{tag}" in tags
+    sources = docker_on(h1, "run", "--rm", BASE_IMAGE, "sh", "-c",
                         "cat /etc/apt/sources.list; ls /etc/apt/sources.list.d").stdout
     assert sources.strip() == "", "the base image must have no apt sources"
 
@@ -190,7 +191,7 @@ def test_hosts_have_no_route_beyond_the_lab(lab):
             if route.get("type") in ("local", "broadcast") or route.get("table") == "local":
                 continue
             if route["dst"] == "default":
-                assert route["gateway"] == labmod.CONTROLLER_IP
+                assert route["gateway"] == CONTROLLER_IP
                 continue
             net = ipaddress.ip_network(route["dst"], strict=False)
             assert net.subnet_of(ipaddress.ip_network("198.18.0.0/15")), route
@@ -200,13 +201,13 @@ def test_hosts_have_no_route_beyond_the_lab(lab):
 
 def test_isolation_rules_are_present(lab):
     rules = subprocess.run(["iptables", "-w", "-S"], capture_output=True, text=True, check=True).stdout
-    ours = [r for r in rules.splitlines() if labmod.RULE_COMMENT in r]
+    ours = [r for r in rules.splitlines() if RULE_COMMENT in r]
     assert any("-A FORWARD -i xfablab0 ! -o xfablab0" in r and r.endswith("-j DROP") for r in ours)
     assert any("-A FORWARD -i xfablab0 -o xfablab0" in r and r.endswith("-j ACCEPT") for r in ours)
     assert any(r.startswith("-A INPUT ! -d 198.18.0.1/32 -i xfablab0") and r.endswith("-j DROP") for r in ours)
     # They come first in FORWARD, ahead of anything else's rules.
     forward = [r for r in rules.splitlines() if r.startswith("-A FORWARD")]
-    assert all(labmod.RULE_COMMENT in r for r in forward[:3])
+    assert all(RULE_COMMENT in r for r in forward[:3])
 
 
 def test_lab_bridge_holds_only_the_controller_address(lab):
@@ -280,13 +281,13 @@ def test_reset_host_restores_the_just_booted_state(lab, test_hosts, ssh_run):
     # Other tests may have used the host before this one: start from its just-booted state.
     lab.reset_host(h3)
     before = lab.snapshot(h3)
-    ssh_run(h3, MESS.format(ip=host.ip, cip=host.container_ip, image=labmod.BASE_IMAGE,
+    ssh_run(h3, MESS.format(ip=host.ip, cip=host.container_ip, image=BASE_IMAGE,
                             iso=host.iso_dir, data=host.data_dir))
     messed = lab.snapshot(h3)
     assert _comparable(messed) != _comparable(before)
     assert "mydocker0" in [link["ifname"] for link in messed["link"]]
     assert host.daemon_json.read_text().strip() != "{}"
-    sleepers = [p for p in labmod._process_table() if "sleep 900" in p["cmdline"]]
+    sleepers = [p for p in process_table() if "sleep 900" in p["cmdline"]]
     assert sleepers
 
     started = time.monotonic()
@@ -294,7 +295,7 @@ def test_reset_host_restores_the_just_booted_state(lab, test_hosts, ssh_run):
     took = time.monotonic() - started
     after = lab.snapshot(h3)
     assert _comparable(after) == _comparable(before)
-    assert not [p for p in labmod._process_table() if "sleep 900" in p["cmdline"]]
+    assert not [p for p in process_table() if "sleep 900" in p["cmdline"]]
     assert ssh_run(h3, "docker info --format {{.Name}}").stdout.strip() == h3
     # The session's /etc/hosts is the restored file (written in place, so its bind mount still shows it).
     assert ssh_run(h3, "cat /etc/hosts").stdout == (host.etc_dir / "hosts").read_text()
@@ -335,7 +336,7 @@ def test_image_built_on_one_host_installs_standin_xcat_and_xcatd_answers(lab, te
         deadline = time.monotonic() + 120
         # docker-proxy accepts on the host side even before xcatd listens inside: only
         # xcatd's own banner proves it answers.
-        while not labmod._tcp_banner(builder.ip, 3001):
+        while not tcp_banner(builder.ip, 3001):
             state = docker_on(h1, "inspect", "-f", "{{.State.Running}}", name).stdout.strip()
             if state != "true" or time.monotonic() > deadline:
                 logs = docker_on(h1, "logs", name, check=False)
