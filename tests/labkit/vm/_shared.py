@@ -1,7 +1,8 @@
-"""Everything the VM lab borrows from the netns lab, imported in this one place.
+"""Everything the VM lab borrows from the netns lab and the product, imported in this one place.
 
-The netns lab's helpers live in ``tasks.lab`` today and are about to move
-under ``tests/labkit/``: when they do, only the imports below change.
+The shared lab helpers live in ``tests.labkit.common``; the VM lab keeps the
+underscored names it was written with by aliasing them here, so a later move
+of those helpers is a change to this file only.
 """
 
 from __future__ import annotations

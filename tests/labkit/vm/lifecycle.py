@@ -46,7 +46,7 @@ from .config import (
     repo_url,
     state_dir,
 )
-from .vmlab import BOOT_TIMEOUT, VmLab, load
+from .vmlab import BOOT_TIMEOUT, FRESH_SNAPSHOT, VmLab, load
 
 TOOLS = ("qemu-system-x86_64", "qemu-img", "mkfs.ext4", "debootstrap", "dpkg-scanpackages", "gpg",
          "ssh-keygen", "ssh", "openssl", "ip", "iptables", "chroot")
@@ -141,16 +141,18 @@ def _make_files(lab: VmLab, tarball: Path, log: Callable[[str], None]) -> None:
     password = secrets.token_urlsafe(18)
     _write(lab.admin_password_file, password + "\n", mode=0o600)
     admin_hash = seed.password_hash(password)
-    lab.has_xcat_package = repo.build(state, lab.base, tarball, log)
-    repo.start_server(state)
+    # The bridge first: the server binds the controller's lab address, which lives on it.
     net.make_bridge()
     net.add_rules()
+    lab.has_xcat_package = repo.build(state, lab.base, tarball, log)
+    repo.start_server(state)
     client_key = Path(f"{lab.ssh_key}.pub").read_text().strip()
     for host in lab.hosts:
         net.make_tap(host)
         seed.make_host_key(host)
         seed.make_seed(host, lab.hosts, client_key, admin_hash, repo.repo_key(state))
         seed.make_overlay(host, lab.base)
+        seed.snapshot(host, FRESH_SNAPSHOT)  # instant on an empty overlay; VmLab.reset() goes back to it
     write_client_files(lab)
 
 
@@ -174,10 +176,16 @@ def _boot_all(lab: VmLab, log: Callable[[str], None]) -> None:
         qemu.start(host, lab.base, lab.accel)
     log(f"booting {', '.join(lab.names)} ({lab.accel}); consoles in {lab.state_dir}/vmN/console.log")
     booted = time.monotonic()
+
+    def boot(name: str) -> None:
+        lab.wait_ssh(name, BOOT_TIMEOUT)
+        lab.timings[f"{name} boot to ssh"] = round(time.monotonic() - booted, 1)
+        lab.settle(name, BOOT_TIMEOUT)
+        lab.timings[f"{name} boot to systemd settled"] = round(time.monotonic() - booted, 1)
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(lab.hosts)) as pool:
-        for name, future in [(n, pool.submit(lab.wait_ssh, n, BOOT_TIMEOUT)) for n in lab.names]:
+        for future in [pool.submit(boot, n) for n in lab.names]:
             future.result()
-            lab.timings[f"{name} boot to ssh"] = round(time.monotonic() - booted, 1)
 
 
 def _lab_qemus(state: Path) -> list[int]:

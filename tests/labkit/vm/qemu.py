@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from ._shared import LabError, _live_pid, _run, _stop_pid, _wait_gone, _write
+from ._shared import LabError, _live_pid, _run, _stop_pid, _wait_for, _write
 from .base import BaseImage, cache_root
 from .config import VM_CPUS, VM_MEMORY_MB, VmHost
 
@@ -139,7 +139,11 @@ def start(host: VmHost, base: BaseImage, accel: str) -> int:
 
 def stop(host: VmHost, timeout: float = 10) -> bool:
     """Power the VM off hard (SIGTERM to its QEMU, SIGKILL after ``timeout``); True if it ran."""
-    return _stop_pid(running_pid(host), _marker(host), timeout=timeout)
+    pid = running_pid(host)
+    stopped = _stop_pid(pid, _marker(host), timeout=timeout)
+    if stopped:
+        _wait_for(lambda: _exited(pid), 30, f"QEMU {pid} of {host.name} to exit")
+    return stopped
 
 
 def kill(host: VmHost) -> int:
@@ -148,13 +152,27 @@ def kill(host: VmHost) -> int:
     if pid is None:
         raise LabError(f"{host.name} is not running")
     os.kill(pid, signal.SIGKILL)
-    if not _wait_gone([pid], 10):
-        raise LabError(f"QEMU {pid} of {host.name} survived SIGKILL")
+    _wait_for(lambda: _exited(pid), 30, f"QEMU {pid} of {host.name} to exit after SIGKILL")
     return pid
+
+
+def _exited(pid: int) -> bool:
+    """The process and all its threads are gone (a zombie whose threads are all gone counts).
+
+    A multi-threaded process's leader turns zombie while its other threads are
+    still exiting, holding the disk image's lock; only once the last thread is
+    gone are its files closed.
+    """
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        threads = os.listdir(f"/proc/{pid}/task")
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X") and len(threads) <= 1
 
 
 def wait_powered_off(host: VmHost, timeout: float) -> None:
     """Wait until the VM's QEMU has exited (the guest powered itself off)."""
     pid = running_pid(host)
-    if pid and not _wait_gone([pid], timeout):
-        raise LabError(f"{host.name} did not power off within {timeout:.0f}s; see {host.console_log}")
+    if pid:
+        _wait_for(lambda: _exited(pid), timeout, f"{host.name} to power off (see {host.console_log})")

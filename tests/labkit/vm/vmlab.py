@@ -24,6 +24,8 @@ from .config import ADMIN_USER, BASE_TARBALL_URL_PATH, VmHost, make_host, repo_u
 
 #: Boot to SSH under TCG takes about 26 s alone and about twice that with two VMs on two cores.
 BOOT_TIMEOUT = 300
+#: Snapshot of every VM's overlay as ``vmlab.up`` made it, before its first boot (seed not yet applied).
+FRESH_SNAPSHOT = "fresh"
 
 
 @dataclass
@@ -139,11 +141,21 @@ class VmLab:
         return qemu.running_pid(self.host(name))
 
     def boot(self, name: str, wait: bool = True, timeout: float = BOOT_TIMEOUT) -> int:
-        """Power the VM on from its overlay (as it was left); wait for SSH unless ``wait=False``."""
+        """Power the VM on from its overlay (as it was left); unless ``wait=False``, wait for SSH and
+        for systemd to finish starting up (:meth:`settle`)."""
         pid = qemu.start(self.host(name), self.base, self.accel)
         if wait:
             self.wait_ssh(name, timeout)
+            self.settle(name, timeout)
         return pid
+
+    def settle(self, name: str, timeout: float = BOOT_TIMEOUT) -> str:
+        """Wait until systemd on the VM has finished starting up; return its state (``running``, ``degraded``).
+
+        SSH answers before every unit has started (docker.service, say): a test
+        that starts right after a boot would otherwise race the boot itself.
+        """
+        return self.ssh(name, "systemctl is-system-running --wait", check=False, timeout=timeout).stdout.strip()
 
     def wait_ssh(self, name: str, timeout: float = BOOT_TIMEOUT, not_boot_id: Optional[str] = None) -> str:
         """Wait until the VM answers SSH (in a boot other than ``not_boot_id``); return its boot id."""
@@ -169,11 +181,14 @@ class VmLab:
         return qemu.kill(self.host(name))
 
     def reboot(self, name: str, timeout: float = BOOT_TIMEOUT) -> str:
-        """``systemctl reboot`` on the VM, then wait for SSH in a new boot; return the new boot id."""
+        """``systemctl reboot`` on the VM, then wait for SSH in a new boot and for systemd to settle;
+        return the new boot id."""
         old = self.boot_id(name)
         # The connection may drop before ssh sees the exit status: that is the reboot working.
         self.ssh(name, "systemctl reboot", check=False, timeout=30)
-        return self.wait_ssh(name, timeout, not_boot_id=old)
+        boot = self.wait_ssh(name, timeout, not_boot_id=old)
+        self.settle(name, timeout)
+        return boot
 
     def shutdown(self, name: str, timeout: float = 180) -> None:
         """``systemctl poweroff`` on the VM and wait until its QEMU has exited."""
@@ -196,6 +211,16 @@ class VmLab:
     def restore(self, name: str, tag: str) -> None:
         """Put the powered-off VM's disk back as it was at snapshot ``tag``."""
         seed.restore(self._powered_off(name, "restore"), tag)
+
+    def reset(self, name: str, tag: str = FRESH_SNAPSHOT, wait: bool = True) -> None:
+        """Power the VM off hard, put its disk back to snapshot ``tag`` and boot it.
+
+        With the default tag the VM is as ``vmlab.up`` made it: bare, first boot.
+        """
+        if self.pid(name) is not None:
+            self.kill(name)
+        self.restore(name, tag)
+        self.boot(name, wait=wait)
 
     def has_snapshot(self, name: str, tag: str) -> bool:
         """Whether the VM's disk has snapshot ``tag``."""
