@@ -29,12 +29,28 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "vmlab: test against the VM lab's QEMU virtual machines (root only)")
 
 
+#: Order of the VM tier's modules: the smoke tests see bare VMs, the scenarios reuse
+#: each other's VM states where they can, and the last module takes the lab down.
+MODULE_ORDER = ("test_vmlab", "test_scenarios_deploy", "test_scenarios_reboot", "test_zz_vmlab_down")
+
+
+def _rank(item) -> int:
+    stem = Path(str(item.fspath)).stem
+    return MODULE_ORDER.index(stem) if stem in MODULE_ORDER else len(MODULE_ORDER) - 1
+
+
 def pytest_collection_modifyitems(config, items):
-    for item in items:
+    slots = []
+    for index, item in enumerate(items):
         if HERE in Path(str(item.fspath)).resolve().parents:
+            slots.append(index)
             item.add_marker(pytest.mark.vmlab)
             if os.geteuid() != 0:
                 item.add_marker(pytest.mark.skip(reason=NOT_ROOT_REASON))
+    # Reorder the VM tier's items among their own slots only (stable within a module).
+    ordered = sorted((items[i] for i in slots), key=_rank)
+    for index, item in zip(slots, ordered):
+        items[index] = item
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +59,9 @@ def vmlab():
     from tests.labkit.vm import current_vmlab, healthy, vmlab_down, vmlab_up
 
     existing = current_vmlab()
-    if existing and len(existing.hosts) >= VMLAB_HOSTS and not healthy(existing):
+    # Reused when healthy but for VMs powered off (the scenarios power vm2 off; tests boot what they need).
+    problems = healthy(existing) if existing else ["no VM lab"]
+    if existing and len(existing.hosts) >= VMLAB_HOSTS and all(p.endswith("QEMU not running") for p in problems):
         lab = existing
     else:
         lab = vmlab_up(VMLAB_HOSTS, log=lambda msg: print(f"[vmlab] {msg}"))
@@ -53,9 +71,31 @@ def vmlab():
 
 
 @pytest.fixture(scope="session")
+def scenarios(vmlab):
+    """The scenario helpers (:class:`tests.vmlab.scenario.Scenarios`) on the session's VM lab.
+
+    Scenarios run on vm1 only: the other VMs are powered off cleanly first, so
+    the two cores go to the VM under test.
+    """
+    from .scenario import Scenarios
+
+    for name in vmlab.names[1:]:
+        vmlab.shutdown(name)
+    return Scenarios(vmlab)
+
+
+@pytest.fixture(scope="session")
 def vm_names(vmlab):
-    """The VMs the tests may use, in order (vm1, vm2)."""
-    return vmlab.names[:VMLAB_HOSTS]
+    """The VMs the smoke tests use (vm1, vm2), each bare and running.
+
+    A VM lab reused from an earlier session may hold VMs a scenario left
+    deployed or powered off: those are put back to their fresh disk first.
+    """
+    names = vmlab.names[:VMLAB_HOSTS]
+    for name in names:
+        if vmlab.pid(name) is None or vmlab.ssh(name, "command -v docker", check=False).returncode == 0:
+            vmlab.reset(name)
+    return names
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,161 @@
+"""Helpers of the VM lab's scenario tests: the real `fab` against a VM, and VM states reused by snapshot.
+
+A scenario starts from one of three states of a VM:
+
+- ``fresh``: as ``vmlab.up`` made it (bare: no docker; first boot);
+- ``image-ready``: docker.io installed by xcatfab's ``docker`` step, the lab
+  preset's FROM image imported (a site would pull it from its registry; the
+  VM lab has none, see docs/VMLAB.md) and the xCAT image built on the VM by the
+  ``image`` step. Made once per session from ``fresh`` and kept as an internal
+  snapshot of the VM's disk, so the slow part (apt, the build) is paid once;
+- ``deployed``: ``image-ready`` plus a ``deploy`` with the defaults, live (never
+  a snapshot: booting it would be a reboot, which scenarios test on purpose).
+
+Every check goes around xcatfab: plain OpenSSH (:meth:`VmLab.ssh`), ``ip -j``,
+``systemctl``, ``journalctl``, ``docker inspect`` on the VM, TCP from the controller.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import time
+
+from tests.lab import fabrun
+from tests.lab.fabrun import recap, tcp_answers
+from tests.labkit.vm._shared import _tcp_banner
+
+IMAGE_READY = "image-ready"
+#: The minbase tarball becomes the lab preset's FROM image on the VM, under both its tags.
+BASE_IMAGE_REPO = "xcatfab/bookworm-minbase"
+#: What a VM prints on its console when eth0 joins the bridge (the kernel's own line).
+ETH0_JOINED = re.compile(r"mydocker0: port \d+\(eth0\) entered (blocking|forwarding) state")
+
+
+class Scenarios:
+    """The scenario tests' view of one VM lab: `fab` runs, VM states, independent checks."""
+
+    def __init__(self, lab):
+        self.lab = lab
+        #: vm -> label of the state it is known to be in right now ("deployed"), else absent.
+        self.live: dict[str, str] = {}
+
+    # -- fab
+    def fab(self, vm: str, *args: str, env=None, timeout: float = 900) -> subprocess.CompletedProcess:
+        """``fab -H vm ARGS --inventory <the VM lab's>``, its recap ending in connection/command counts."""
+        self.live.pop(vm, None)
+        return fabrun.fab("-H", vm, *args, "--inventory", str(self.lab.inventory), env=env, counts=True,
+                          timeout=timeout)
+
+    def fab_ok(self, vm: str, *args: str, env=None, timeout: float = 900) -> subprocess.CompletedProcess:
+        """:meth:`fab` that must succeed with no failed step."""
+        proc = self.fab(vm, *args, env=env, timeout=timeout)
+        assert proc.returncode == 0 and recap(proc, vm)[2] == 0, proc.stdout + proc.stderr
+        return proc
+
+    # -- states
+    def fresh(self, vm: str) -> None:
+        """The VM as ``vmlab.up`` made it (bare), booted."""
+        self.live.pop(vm, None)
+        self.lab.reset(vm)
+
+    def import_base_image(self, vm: str) -> None:
+        """The lab preset's FROM image into the VM's docker, streamed from the lab's HTTP server."""
+        fetch = ("python3 -c 'import shutil, sys, urllib.request; "
+                 "shutil.copyfileobj(urllib.request.urlopen(sys.argv[1]), sys.stdout.buffer, 1 << 20)' "
+                 f"{self.lab.base_tarball_url}")
+        self.lab.ssh(vm, f"{fetch} | docker import --change 'CMD [\"/bin/bash\"]' - {BASE_IMAGE_REPO}:latest"
+                         f" && docker tag {BASE_IMAGE_REPO}:latest {BASE_IMAGE_REPO}:bookworm", timeout=600)
+
+    def save_image_ready(self, vm: str) -> None:
+        """Power the VM off cleanly, keep its disk as ``image-ready``, boot it again."""
+        self.live.pop(vm, None)
+        self.lab.shutdown(vm)
+        self.lab.snapshot(vm, IMAGE_READY)
+        self.lab.boot(vm)
+
+    def image_ready(self, vm: str) -> None:
+        """The VM with docker.io and the xCAT image, nothing else of xcatfab (made once, then restored)."""
+        self.live.pop(vm, None)
+        if not self.lab.has_snapshot(vm, IMAGE_READY):
+            self.fresh(vm)
+            self.fab_ok(vm, "docker")
+            self.import_base_image(vm)
+            self.fab_ok(vm, "image")
+            self.save_image_ready(vm)
+        else:
+            self.lab.reset(vm, IMAGE_READY)
+
+    def deployed(self, vm: str) -> None:
+        """The VM deployed with the defaults (reused when the last test left it so)."""
+        if self.live.get(vm) == "deployed":
+            return
+        self.image_ready(vm)
+        self.fab_ok(vm, "deploy")
+        self.live[vm] = "deployed"
+
+    def mark_deployed(self, vm: str) -> None:
+        """The calling test left ``vm`` deployed with the defaults and checked it."""
+        self.live[vm] = "deployed"
+
+    # -- independent checks
+    def ssh(self, vm: str, cmd: str, **kw) -> subprocess.CompletedProcess:
+        return self.lab.ssh(vm, cmd, **kw)
+
+    def addresses(self, vm: str) -> dict:
+        """{ifname: [cidr, ...]} of global IPv4 addresses (``ip -j addr`` over plain ssh)."""
+        links = json.loads(self.ssh(vm, "ip -j -4 addr show").stdout)
+        return {link["ifname"]: [f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", [])
+                                 if a.get("scope") == "global"] for link in links}
+
+    def holders(self, vm: str) -> list[str]:
+        """Interfaces holding the VM's own address."""
+        cidr = self.lab.host(vm).host_ip
+        return sorted(name for name, cidrs in self.addresses(vm).items() if cidr in cidrs)
+
+    def default_routes(self, vm: str) -> list[str]:
+        """Devices of the VM's IPv4 default routes."""
+        return [r.get("dev", "") for r in json.loads(self.ssh(vm, "ip -j -4 route show default").stdout)]
+
+    def journal(self, vm: str, pattern: str) -> list[str]:
+        """Lines of this boot's journal matching ``pattern`` (grep -E)."""
+        proc = self.ssh(vm, f"journalctl -b --no-pager -o short-monotonic | grep -E {shlex.quote(pattern)} || true")
+        return proc.stdout.splitlines()
+
+    def container(self, vm: str, name: str = "xcatmn") -> dict:
+        """``docker inspect`` of the container on the VM ({} when there is none)."""
+        proc = self.ssh(vm, f"docker inspect {name}", check=False)
+        return json.loads(proc.stdout)[0] if proc.returncode == 0 else {}
+
+    def xcatd_answers(self, vm: str, timeout: float = 120) -> str:
+        """The xcatd banner read from the controller at the container's address ('' if none in time)."""
+        ip = self.lab.host(vm).container_ip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if tcp_answers(ip, 3001, timeout=3):
+                return _tcp_banner(ip, 3001, timeout=5)
+            time.sleep(1)
+        return ""
+
+    def console_since(self, vm: str, offset: int) -> str:
+        """What the VM printed on its console after byte ``offset``."""
+        with open(self.lab.console_log(vm), "rb") as fh:
+            fh.seek(offset)
+            return fh.read().decode(errors="replace")
+
+    def console_size(self, vm: str) -> int:
+        return self.lab.console_log(vm).stat().st_size
+
+
+def counts(proc: subprocess.CompletedProcess, vm: str) -> tuple[int, int]:
+    """(SSH connections, remote commands) `fab` reports for ``vm`` (XCATFAB_COUNTS)."""
+    match = re.search(rf"^{re.escape(vm)}: connections=(\d+) commands=(\d+)", proc.stdout, re.M)
+    assert match, proc.stdout
+    return int(match.group(1)), int(match.group(2))
+
+
+def changed(proc: subprocess.CompletedProcess, vm: str) -> int:
+    """The ``changed=`` count of ``vm``'s recap line."""
+    return recap(proc, vm)[1]
