@@ -122,7 +122,10 @@ def iso(c, src=None, checksums=None, copycds=True, bwlimit=None, inventory=None,
 
     With several hosts, the controller sends each ISO once: the hosts relay
     it down a chain, each writing while forwarding, each verifying the
-    sha256. Local files and checksums are checked before anything connects.
+    sha256 (a dead host is routed around; a host that holds the ISO already
+    feeds the others). Local files and checksums are checked before anything
+    connects. The bytes go over plain TCP with a one-shot token (the sums over
+    SSH); iso_transport=ssh in the inventory keeps every byte inside SSH.
     """
     flags = _flags(inventory, limit, set, forks, plan, check, False, json, verbose, accept_new_host_keys)
     chosen: dict = {}

@@ -127,6 +127,9 @@ class Settings:
     gpgcheck: bool = key("bool", True, "verify package signatures (false: apt trusted=yes, yum gpgcheck=0)")
     # OS media.
     isos: list = key("isos", None, "ISOs to stage into iso_dir and copycds", factory=list)
+    iso_transport: str = key("choice", "tcp", "how ISO bytes travel: tcp (plain TCP with a one-shot token, "
+                                              "sha256 verified over SSH, relayed host to host) or ssh "
+                                              "(encrypted, controller to each host)", ("tcp", "ssh"))
 
 
 @dataclass(frozen=True)

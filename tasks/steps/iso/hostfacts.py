@@ -2,7 +2,9 @@
 
 The files in ``iso_dir`` (size, mtime, inode), xcatfab's record of each one
 it staged (``state_dir/iso/NAME.sha256``: the sha256 computed while the file
-was received, with the size, mtime and inode it had then), resumable
+was received, with the size, mtime and inode it had then, and the boot id
+until the file is known to be on disk: such a record holds in that boot
+only), resumable
 ``.part`` files, and what copycds copied (``state_dir/iso/copied/SHA256``
 with the distro and arch, checked against ``data_dir/install/D/A`` and the
 osdistro table). No docker exec, no hashing: a converged run reads no ISO.
@@ -30,6 +32,8 @@ class Record:
     size: int
     mtime_ns: int
     ino: int
+    #: The boot the record holds in, while the file may not be on disk yet (None: it is).
+    boot: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -63,13 +67,22 @@ def host_records(facts) -> dict:
     """xcatfab's records: name -> :class:`Record`."""
     records = {}
     for line in facts.lines("iso.records"):
-        parts = line.split(" ", 4)
-        if len(parts) == 5 and parts[4].endswith(".sha256") and SHA256.fullmatch(parts[0]):
-            try:
-                records[parts[4][:-len(".sha256")]] = Record(parts[0], int(parts[1]), int(parts[2]), int(parts[3]))
-            except ValueError:
-                continue
+        parts = line.split()
+        if len(parts) not in (5, 6) or not parts[-1].endswith(".sha256") or not SHA256.fullmatch(parts[0]):
+            continue
+        try:
+            boot = parts[4] if len(parts) == 6 else None
+            record = Record(parts[0], int(parts[1]), int(parts[2]), int(parts[3]), boot)
+        except ValueError:
+            continue
+        records[parts[-1][:-len(".sha256")]] = record
     return records
+
+
+def boot_id(facts) -> Optional[str]:
+    """The host's boot id (None: unknown)."""
+    text = facts.text("iso.boot").strip()
+    return text or None
 
 
 def host_parts(facts) -> dict:
@@ -99,9 +112,11 @@ def staged_sum(facts, name: str) -> Optional[str]:
     """The sha256 of ``iso_dir/name`` per xcatfab's record, when the record still describes the file."""
     found = host_files(facts).get(name)
     record = host_records(facts).get(name)
-    if found and record and (record.size, record.mtime_ns, record.ino) == (found.size, found.mtime_ns, found.ino):
-        return record.sha256
-    return None
+    if not found or not record or (record.size, record.mtime_ns, record.ino) != (found.size, found.mtime_ns, found.ino):
+        return None
+    if record.boot is not None and record.boot != boot_id(facts):
+        return None  # written before a restart, and maybe never put on disk: hash the file again
+    return record.sha256
 
 
 def is_copied(copied: Optional[Copied], iso: LocalIso) -> bool:

@@ -5,7 +5,10 @@ the inventory or a ``--checksums`` file (sha256sum or BSD format); every
 local file is checked (a readable, non-empty regular file with a name that is
 safe on a host) and its sha256 is known once hashed: sums are cached by the
 file's identity (path, size, mtime, inode) in the controller cache, so a
-converged run never reads a local ISO again.
+converged run never reads a local ISO again. A sum the user gives (inventory
+``sha256=`` or ``--checksums``) is compared with the local file's before any
+host is contacted: a wrong one is bad input, and never costs a host the
+verified copy it holds.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import glob
 import hashlib
 import os
 import re
+import threading
 from dataclasses import dataclass, replace
 from typing import Optional
 
@@ -171,6 +175,12 @@ def _local(spec: IsoSpec, where: str, checksums: Optional[str]) -> LocalIso:
             raise BadInput(where, None, f"{path}: {label} {value!r} is not a valid name")
     if spec.sha256:
         digest, origin = spec.sha256.lower(), f"checksums file {checksums}" if checksums else "inventory"
+        actual = file_sum(path, st.st_size, st.st_mtime_ns, st.st_ino)
+        if actual != digest:
+            # Before anything connects: a wrong sum never reaches a host (nor costs one a verified file).
+            said = "the checksums file" if checksums else "the inventory"
+            raise BadInput(checksums or where, None, f"{path}: sha256 is {actual}, not {digest} as {said} "
+                                                     "says: wrong sum or wrong file; nothing was sent")
     else:
         digest = cached_sum(path, st.st_size, st.st_mtime_ns, st.st_ino)
         origin = "controller cache" if digest else ""
@@ -213,24 +223,37 @@ def cached_sum(path: str, size: int, mtime_ns: int, ino: int) -> Optional[str]:
 
 def remember_sum(iso: "LocalIso", digest: str) -> None:
     """Record the sum of a local ISO (computed while sending it, or hashing it here)."""
-    SUMS.put_json(_sum_key(iso.path), {"path": os.path.realpath(iso.path),
-                                       "id": [iso.size, iso.mtime_ns, iso.ino], "sha256": digest})
+    _remember(iso.path, iso.size, iso.mtime_ns, iso.ino, digest)
+
+
+def _remember(path: str, size: int, mtime_ns: int, ino: int, digest: str) -> None:
+    SUMS.put_json(_sum_key(path), {"path": os.path.realpath(path), "id": [size, mtime_ns, ino], "sha256": digest})
+
+
+#: One local file hashed at a time: hosts of one run asking for the same new file wait for one reading.
+_HASHING = threading.Lock()
+
+
+def file_sum(path: str, size: int, mtime_ns: int, ino: int) -> str:
+    """The sha256 of the local file ``path`` (with that identity): cached, else hashed here once."""
+    with _HASHING:
+        cached = cached_sum(path, size, mtime_ns, ino)
+        if cached:
+            return cached
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(CHUNK), b""):
+                digest.update(block)
+        value = digest.hexdigest()
+        _remember(path, size, mtime_ns, ino, value)
+        return value
 
 
 def local_sum(iso: LocalIso) -> str:
     """The ISO's sha256: the known one, the cached one, else hashed here (and cached)."""
     if iso.sha256:
         return iso.sha256
-    cached = cached_sum(iso.path, iso.size, iso.mtime_ns, iso.ino)
-    if cached:
-        return cached
-    digest = hashlib.sha256()
-    with open(iso.path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(block)
-    value = digest.hexdigest()
-    remember_sum(iso, value)
-    return value
+    return file_sum(iso.path, iso.size, iso.mtime_ns, iso.ino)
 
 
 def mib(n: int) -> str:

@@ -14,10 +14,12 @@ import re
 from typing import Optional
 
 from ...runtime.errors import BadInput
+from ...runtime.executor import INTERRUPTED
 from ...runtime.facts import parse_sections
+from ...runtime.guarded import Interrupted
 from ..base import Action, Step, StepFailed
 from ..docker import inspected
-from .delivery import IsoOptions, stage
+from .delivery import SOURCES, IsoOptions, stage
 from .hostfacts import copied_media, find_time_ns, host_files, host_parts, is_copied, staged_sum
 from .local import SHA256, LocalIso, local_sum, mib, resolve_specs, validate_local
 
@@ -88,7 +90,18 @@ class IsoStep(Step):
             digest = sums.get(iso.name) or staged_sum(run.facts, iso.name) or local_sum(iso)
             if is_copied(copied_media(run.facts).get(digest), iso):
                 continue  # the hash just taken shows this media was copied already
+            if INTERRUPTED.is_set():
+                raise Interrupted(f"{run.cfg.name}: copycds {iso.name}: interrupted (Ctrl-C) before it ran",
+                                  f"interrupted: {iso.name} is staged and verified, copycds not run; to finish: "
+                                  f"fab -H {run.cfg.name} iso --src {iso.path}")
             copycds(run, iso, digest)
+
+    def remember(self, run) -> None:
+        """The host holds these ISOs, verified: hosts staged after it in this run may pull them from it."""
+        for iso in wanted(run):
+            have = staged_sum(run.facts, iso.name)
+            if have and have == local_sum(iso):
+                SOURCES.add(iso.key, run.cfg, have)
 
     @staticmethod
     def _stage_all(run, checks: list, stages: list) -> dict:
