@@ -1,4 +1,4 @@
-"""The iso step on lab hosts: staging, copycds, rerun, resume, mismatch, full disk, relay.
+"""The iso step on lab hosts: staging, copycds, rerun, resume, wrong sums, full disk, relay, faults.
 
 ISOs are real ones, made with ``xorriso -as mkisofs`` from a tree holding an
 anaconda ``.discinfo`` (the stand-in copycds reads it, as real copycds does).
@@ -222,20 +222,29 @@ def test_interrupted_upload_resumes_with_the_remainder(lab, test_hosts, isos, ss
     assert listing(ssh_run, host, cfg.iso_dir) == [iso.name]
 
 
-def test_checksum_mismatch_names_both_sums_and_leaves_nothing(lab, test_hosts, isos, ssh_run, tmp_path):
+def test_a_wrong_checksums_file_is_refused_before_any_host_and_costs_no_verified_iso(lab, test_hosts, isos,
+                                                                                      ssh_run, tmp_path):
+    """Issue 12: a wrong --checksums file is found before anything connects (exit 2, one line naming both
+    sums), and the correctly staged, verified ISO on the host is left exactly as it was."""
     host = test_hosts[1]
     cfg = lab.host(host)
     iso, digest = isos["other"]
+    staged = fab(lab, [host], "iso", "--src", str(iso), "--no-copycds")
+    assert staged.returncode == 0, staged.stdout + staged.stderr
+    record = cfg.xcatfab_state_dir / "iso" / (iso.name + ".sha256")
+    before = ssh_run(host, f"stat -c '%s %Y %i' {cfg.iso_dir / iso.name}; cat {record}").stdout
     wrong = hashlib.sha256(b"not this iso").hexdigest()
     sums = tmp_path / "SHA256SUMS"
     sums.write_text(f"{wrong}  {iso.name}\n")
-    proc = fab(lab, [host], "iso", "--src", str(iso), "--checksums", str(sums), "--no-copycds")
-    assert proc.returncode == 1
-    errors = [line for line in proc.stdout.splitlines() if "failed: [iso]" in line]
-    assert len(errors) == 1, proc.stdout
-    assert f"{host}: {iso.name}: sha256 mismatch: got {digest}, expected {wrong}" in errors[0]
-    names = listing(ssh_run, host, cfg.iso_dir)
-    assert iso.name not in names and iso.name + ".part" not in names
+    with EgressCounter(lab, [host], COUNTER_TAG) as egress:
+        proc = fab(lab, [host], "iso", "--src", str(iso), "--checksums", str(sums), "--no-copycds")
+        sent = egress.read()[host]
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.strip() == (f"xcatfab: {sums}: {iso}: sha256 is {digest}, not {wrong} as the checksums "
+                                   "file says: wrong sum or wrong file; nothing was sent")
+    assert proc.stdout == "" and sent == 0  # not even a connection
+    assert ssh_run(host, f"stat -c '%s %Y %i' {cfg.iso_dir / iso.name}; cat {record}").stdout == before
+    assert remote_sha(ssh_run, host, cfg.iso_dir / iso.name) == digest
 
 
 def test_full_disk_is_a_clear_error_and_removes_the_part(lab, test_hosts, isos, ssh_run):
@@ -295,15 +304,18 @@ def test_relay_to_three_hosts_sends_each_iso_once(lab, test_hosts, isos, ssh_run
         assert sent[host] < 4 * MIB  # ... the others from the host before them
     assert f"{test_hosts[1]} | staged {iso.name}" in proc.stdout
     assert f"relayed from {test_hosts[0]}" in proc.stdout
+    assert "sent from the controller via tcp" in proc.stdout  # iso_transport's default
     assert "warning" not in proc.stdout
 
 
-def test_relay_falls_back_to_the_controller_when_a_host_cannot_reach_the_next(lab, test_hosts, isos, ssh_run):
+def test_a_host_the_relay_cannot_reach_gets_it_from_a_host_that_holds_it(lab, test_hosts, isos, ssh_run):
+    """The second host cannot reach the third (a firewall between hosts): the third gets the ISO from the
+    first, which holds it verified, not from the controller (issue 12: route around a broken link)."""
     first, second, third = test_hosts
     for host in test_hosts:
         h = lab.host(host)
         ssh_run(host, f"rm -rf {h.iso_dir}/* {h.xcatfab_state_dir}/iso")
-    # The third host takes SSH from anyone but nothing else from the second (a firewall between hosts).
+    # The third host takes SSH from anyone but nothing else from the second.
     block = f"INPUT -s {lab.host(second).ip} -p tcp ! --dport 22 -j REJECT -m comment --comment {COUNTER_TAG}"
     ssh_run(third, f"iptables -w -I {block}")
     try:
@@ -318,11 +330,161 @@ def test_relay_falls_back_to_the_controller_when_a_host_cannot_reach_the_next(la
     for host in test_hosts:
         assert remote_sha(ssh_run, host, lab.host(host).iso_dir / iso.name) == digest
     warnings = [line for line in proc.stdout.splitlines() if "warning:" in line]
-    assert len(warnings) == 1 and warnings[0].startswith(f"{third} | warning: {iso.name} did not arrive "
-                                                         f"through the relay ({second}: cannot connect to "), warnings
-    assert warnings[0].endswith("sending it from the controller")
-    assert sent[second] < 4 * MIB  # the second host still got it from the first
-    assert sent[first] >= size and sent[third] >= size  # the third from the controller
+    assert len(warnings) == 1 and warnings[0].startswith(f"{third} | warning: {iso.name} did not arrive through "
+                                                         f"{second} ({second}: cannot connect to "), warnings
+    assert warnings[0].endswith(f"sending it from {first}")
+    assert f"{third} | staged {iso.name}" in proc.stdout and f"relayed from {first}" in proc.stdout
+    assert sent[first] >= size  # the controller sent it once, to the first host ...
+    assert sent[second] < 4 * MIB and sent[third] < 4 * MIB  # ... and the others got it from hosts
+
+
+def test_a_dead_host_in_the_relay_fails_alone(lab, test_hosts, isos, ssh_run):
+    """The middle host dies mid-transfer (its receiver killed): it fails with one line, and the host after
+    it gets the ISO from the first host, which holds it verified (issue 12)."""
+    first, second, third = test_hosts
+    for host in test_hosts:
+        h = lab.host(host)
+        ssh_run(host, f"rm -rf {h.iso_dir}/* {h.xcatfab_state_dir}/iso")
+    iso, digest = isos["big"]
+    part = lab.host(second).iso_dir / (iso.name + ".part")
+    with EgressCounter(lab, test_hosts, COUNTER_TAG) as egress:
+        run = subprocess.Popen([FAB, "-H", ",".join(test_hosts), "iso", "--src", str(iso), "--no-copycds",
+                                "--bwlimit", "32", "--inventory", str(lab.inventory)], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        wait_for_size(ssh_run, second, part, 16 * MIB, run)
+        ssh_run(second, f"pkill -9 -f '[r]eceive {lab.host(second).iso_dir} '")
+        output, _ = run.communicate(timeout=300)
+        sent = egress.read()
+    assert run.returncode == 1, output
+    assert "Traceback" not in output
+    failed = [line for line in output.splitlines() if "failed: [iso]" in line]
+    assert len(failed) == 1 and failed[0].startswith(f"{second} | failed: [iso] {second}: {iso.name}: "), failed
+    for host in (first, third):
+        assert remote_sha(ssh_run, host, lab.host(host).iso_dir / iso.name) == digest
+    assert f"{third} | warning: {iso.name} did not arrive through {second}" in output
+    assert f"relayed from {first}" in output
+    assert sent[third] < 4 * MIB  # from the first host, not from the controller
+
+
+def test_a_stalled_host_fails_with_one_line_and_the_others_go_on(lab, test_hosts, isos, ssh_run):
+    """The middle host vanishes from the network mid-transfer (every packet dropped, SSH included): the
+    first host drops it after the stall limit, the controller gives up on it, the third gets the ISO
+    anyway (issue 12: time limits on the data legs)."""
+    first, second, third = test_hosts
+    for host in test_hosts:
+        h = lab.host(host)
+        ssh_run(host, f"rm -rf {h.iso_dir}/* {h.xcatfab_state_dir}/iso")
+    iso, digest = isos["big"]
+    part = lab.host(second).iso_dir / (iso.name + ".part")
+    env = dict(os.environ, XCATFAB_ISO_STALL_SECONDS="3")
+    rules = [["INPUT", "-j", "DROP", "-m", "comment", "--comment", COUNTER_TAG],
+             ["OUTPUT", "-j", "DROP", "-m", "comment", "--comment", COUNTER_TAG]]
+    run = subprocess.Popen([FAB, "-H", ",".join(test_hosts), "iso", "--src", str(iso), "--no-copycds",
+                            "--bwlimit", "32", "--inventory", str(lab.inventory)], cwd=ROOT, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for_size(ssh_run, second, part, 16 * MIB, run)
+        for rule in rules:
+            lab.host(second).in_netns("iptables", "-w", "-I", *rule)
+        output, _ = run.communicate(timeout=300)
+    finally:
+        for rule in rules:
+            lab.host(second).in_netns("iptables", "-w", "-D", *rule, check=False)
+    assert run.returncode == 1, output
+    assert "Traceback" not in output
+    failed = [line for line in output.splitlines() if "failed: [iso]" in line]
+    assert len(failed) == 1 and failed[0].startswith(f"{second} | failed: [iso] {second}: {iso.name}: "), failed
+    for host in (first, third):
+        assert remote_sha(ssh_run, host, lab.host(host).iso_dir / iso.name) == digest
+
+
+def test_ctrl_c_says_what_is_kept_and_how_to_resume(lab, test_hosts, isos, ssh_run):
+    """Ctrl-C mid-transfer: exit 130, the host's note names the .part kept (how much) and the command
+    that resumes; the part is on the host with that size (issue 12)."""
+    host = test_hosts[1]
+    lab.reset_host(host)
+    cfg = lab.host(host)
+    iso, digest = isos["big"]
+    part = cfg.iso_dir / (iso.name + ".part")
+    run = subprocess.Popen([FAB, "-H", host, "iso", "--src", str(iso), "--no-copycds", "--bwlimit", "16",
+                            "--inventory", str(lab.inventory)], cwd=ROOT, start_new_session=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for_size(ssh_run, host, part, 24 * MIB, run)
+    os.killpg(run.pid, signal.SIGINT)  # what a terminal sends to the foreground process group
+    output, _ = run.communicate(timeout=120)
+    assert run.returncode == 130, output
+    assert "Traceback" not in output
+    kept = int(ssh_run(host, f"stat -c %s {part}").stdout)
+    assert 0 < kept < iso.stat().st_size
+    note = (f"{host} | interrupted while staging {iso.name}: {iso.name}.part kept on the host "
+            f"({kept / MIB:.1f} MiB of {iso.stat().st_size / MIB:.1f} MiB, resumable); "
+            f"to resume: fab -H {host} iso --src {iso}")
+    assert note in output.splitlines(), output
+    resumed = fab(lab, [host], "iso", "--src", str(iso), "--no-copycds")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"resumed after {kept / MIB:.1f} MiB" in resumed.stdout
+    assert remote_sha(ssh_run, host, cfg.iso_dir / iso.name) == digest
+
+
+def test_a_connection_lost_mid_transfer_is_one_line(lab, test_hosts, isos, ssh_run):
+    """The host's end of xcatfab's SSH connection dies mid-transfer: one line naming host and step."""
+    host = test_hosts[1]
+    lab.reset_host(host)
+    cfg = lab.host(host)
+    iso, _digest = isos["big"]
+    part = cfg.iso_dir / (iso.name + ".part")
+    run = subprocess.Popen([FAB, "-H", host, "iso", "--src", str(iso), "--no-copycds", "--bwlimit", "16",
+                            "--inventory", str(lab.inventory)], cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for_size(ssh_run, host, part, 16 * MIB, run)
+    # The receiver's parent is the sshd process of xcatfab's connection: kill that one.
+    receiver = ssh_run(host, f"pgrep -f '[r]eceive {cfg.iso_dir} '").stdout.split()[0]
+    session = ssh_run(host, f"ps -o ppid= -p {receiver}").stdout.strip()
+    ssh_run(host, f"kill -9 {session}")
+    output, _ = run.communicate(timeout=300)
+    assert run.returncode == 1, output
+    assert "Traceback" not in output
+    failed = [line for line in output.splitlines() if "failed: [iso]" in line]
+    assert len(failed) == 1, output
+    assert re.fullmatch(rf"{host} \| failed: \[iso\] {host}: {re.escape(iso.name)}: the SSH connection to the "
+                        r"host was lost \(\d+\.\ds\)", failed[0]), failed[0]
+
+
+def test_a_rerun_of_several_hosts_pulls_from_the_host_that_holds_it(lab, test_hosts, isos, ssh_run):
+    """`fab -H a,b iso` where a already holds the verified ISO: b takes it from a, not the controller."""
+    first, second = test_hosts[1], test_hosts[2]
+    for host in (first, second):
+        h = lab.host(host)
+        ssh_run(host, f"rm -rf {h.iso_dir}/* {h.xcatfab_state_dir}/iso")
+    iso, digest = isos["big"]
+    staged = fab(lab, [first], "iso", "--src", str(iso), "--no-copycds")
+    assert staged.returncode == 0, staged.stdout + staged.stderr
+    with EgressCounter(lab, [first, second], COUNTER_TAG) as egress:
+        proc = fab(lab, [first, second], "iso", "--src", str(iso), "--no-copycds")
+        sent = egress.read()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert recap(proc, first)["changed"] == 0 and recap(proc, second)["changed"] == 1
+    assert f"{second} | staged {iso.name}" in proc.stdout and f"relayed from {first}" in proc.stdout
+    assert sent[second] < 4 * MIB and sent[first] < 4 * MIB
+    assert remote_sha(ssh_run, second, lab.host(second).iso_dir / iso.name) == digest
+
+
+def test_iso_transport_ssh_keeps_every_byte_inside_ssh(lab, test_hosts, isos, ssh_run):
+    """iso_transport=ssh: each host gets the ISO from the controller over its own SSH connection."""
+    hosts = test_hosts[1:]
+    for host in hosts:
+        h = lab.host(host)
+        ssh_run(host, f"rm -rf {h.iso_dir}/* {h.xcatfab_state_dir}/iso")
+    iso, digest = isos["small"]
+    with EgressCounter(lab, hosts, COUNTER_TAG) as egress:
+        proc = fab(lab, hosts, "iso", "--src", str(iso), "--no-copycds", "--set", "iso_transport=ssh")
+        sent = egress.read()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for host in hosts:
+        assert f"{host} | staged {iso.name}" in proc.stdout
+        assert remote_sha(ssh_run, host, lab.host(host).iso_dir / iso.name) == digest
+        assert sent[host] >= iso.stat().st_size  # from the controller, not relayed
+    assert proc.stdout.count("sent from the controller via openssh") == len(hosts)
 
 
 def test_deploy_of_several_hosts_pulls_from_a_host_that_has_it(lab, test_hosts, isos, ssh_run):
