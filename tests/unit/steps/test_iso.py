@@ -671,9 +671,17 @@ class FakeChannel:
         return self.proc.wait()
 
     def close(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
+        kill_group(self.proc)
+
+
+def kill_group(proc):
+    """End a channel's command and everything it started (a stopped process too)."""
+    for signum in (signal.SIGKILL, signal.SIGCONT):
+        try:
+            os.killpg(proc.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+    proc.wait()
 
 
 class FakeHost:
@@ -720,9 +728,7 @@ class FakeHost:
 
     def close(self):
         for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
+            kill_group(proc)
         self.sock.close()
         self.peer.close()
 
