@@ -11,7 +11,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import json
 import os
+import re
 import shlex
 from typing import Optional
 
@@ -25,6 +27,44 @@ TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.p
 def _shell_quote(value) -> str:
     """``{{ x | q }}``: quote a value for POSIX sh."""
     return shlex.quote(str(value))
+
+
+def _heredoc_end(content, base: str = "XCATFAB_EOF") -> str:
+    """``{{ text | eof }}``: a here-document delimiter that is no line of ``text`` (``XCATFAB_EOF`` when free).
+
+    Text from a host or a container (an /etc/hosts line, a table's cell) could hold the
+    usual delimiter as a line of its own, which would end the here-document early and
+    run what follows as commands."""
+    lines = set(str(content).splitlines())
+    end, n = base, 0
+    while end in lines:
+        n += 1
+        end = f"{base}_{n}"
+    return end
+
+
+#: A YAML 1.1 scalar (netplan's) that reads back as the same string when written plain.
+_YAML_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*|[0-9]{1,3}(?:\.[0-9]{1,3}){3}(?:/[0-9]{1,2})?")
+#: Words YAML 1.1 reads as booleans or null.
+_YAML_WORDS = {"y", "n", "yes", "no", "true", "false", "on", "off", "null"}
+
+
+def _yaml_scalar(value, quote: bool = False) -> str:
+    """``{{ x | yaml }}``: a YAML scalar that reads back as the string ``x``: plain when that is safe, else
+    (or with ``quote=True``) double-quoted, so a name like ``on`` or ``1.5`` is not a boolean or a number."""
+    text = str(value)
+    if not quote and _YAML_PLAIN.fullmatch(text) and text.lower() not in _YAML_WORDS:
+        return text
+    return json.dumps(text)
+
+
+def _unit_word(value) -> str:
+    """``{{ x | unit_word }}``: one word of a systemd ``Exec*=`` line: specifiers (``%``) and
+    variables (``$``) escaped, quoted when it holds a blank, a quote or a backslash."""
+    text = str(value).replace("%", "%%").replace("$", "$$")
+    if re.fullmatch(r"[A-Za-z0-9_./+@:=,%$-]+", text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 @functools.lru_cache(maxsize=1)
@@ -41,6 +81,9 @@ def environment():
         autoescape=False,
     )
     env.filters["q"] = _shell_quote
+    env.filters["eof"] = _heredoc_end
+    env.filters["yaml"] = _yaml_scalar
+    env.filters["unit_word"] = _unit_word
     return env
 
 
