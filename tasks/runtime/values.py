@@ -35,6 +35,18 @@ from .errors import BadInput
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 #: Interface, container, network, user names: what Linux and Docker accept, nothing a shell cares about.
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+#: A Docker image reference (docker/distribution's grammar): [registry[:port]/]path[:tag][@digest].
+#: It lands unquoted where nothing can quote it (a Dockerfile's FROM and LABEL), so nothing else is let in.
+_ALNUM = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_LABEL = r"(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])"
+_DOMAIN = rf"{_LABEL}(?:\.{_LABEL})*"
+IMAGE_REF = re.compile(rf"(?:{_DOMAIN}(?::[0-9]+)?/)?{_ALNUM}(?:/{_ALNUM})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?"
+                       r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?")
+#: An xCAT release: it is part of repository URLs, a LABEL and the default image's tag.
+VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+#: An address or host name to connect to (an IPv6 literal with its zone too): it travels in
+#: command lines and the ISO relay's space-separated protocol lines.
+ADDRESS = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:%-]{0,252}")
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -163,9 +175,27 @@ def _name(text: str, spec) -> str:
 
 
 def _url(text: str, spec) -> str:
-    if not re.fullmatch(r"(https?|ftp|file)://[^\s'\"`$\\]+", text):
+    # No '#' either: a fragment means nothing to a package manager, and apt reads it as a comment.
+    if not re.fullmatch(r"(https?|ftp|file)://[^\s'\"`$\\#]+", text):
         raise BadInput("", spec.name, f"{text!r} is not a URL (http://, https://, ftp:// or file://, "
-                                      "no blanks or quotes)")
+                                      "no blanks, quotes or '#')")
+    return text
+
+
+#: Keys of kind "str" with a shape of their own: (pattern, what a value must be).
+STR_RULES = {
+    "image": (IMAGE_REF, "a Docker image reference (name[:tag][@digest], lower-case name, no blanks or quotes)"),
+    "base_image": (IMAGE_REF, "a Docker image reference (name[:tag][@digest], lower-case name, no blanks or "
+                              "quotes)"),
+    "xcat_version": (VERSION, "an xCAT release (letters, digits and . _ -)"),
+    "address": (ADDRESS, "a host name or IP address (letters, digits and . _ : % -)"),
+}
+
+
+def _str(text: str, spec) -> str:
+    pattern, what = STR_RULES.get(spec.name, (None, ""))
+    if pattern is not None and not pattern.fullmatch(text):
+        raise BadInput("", spec.name, f"{text!r} is not {what}")
     return text
 
 
@@ -207,7 +237,7 @@ def _isos(text: str, spec) -> list:
 
 
 CONVERTERS: dict[str, Callable[[str, Any], Any]] = {
-    "str": lambda text, spec: text, "command": lambda text, spec: text, "int": _int, "seconds": _int,
+    "str": _str, "command": lambda text, spec: text, "int": _int, "seconds": _int,
     "port": _port, "bool": _bool, "ip": _ip, "cidr": _cidr, "path": _path, "name": _name, "url": _url,
     "list": _list, "json": _json, "choice": _choice, "isos": _isos,
 }

@@ -1,6 +1,7 @@
 """Inventory parsing, precedence and validation (pure logic, no hosts)."""
 
 import ipaddress
+import shlex
 import textwrap
 
 import pytest
@@ -214,3 +215,42 @@ def test_example_inventory_is_valid_and_documents_every_key():
     text = open("hosts.ini").read()
     for key in list(KEYS) + list(ALIASES):
         assert key in text, f"hosts.ini does not document {key}"
+
+
+@pytest.mark.parametrize("key, value, message", [
+    # A Dockerfile's FROM and LABEL cannot quote a value: an image is a Docker reference or nothing.
+    ("base_image", "rockylinux:9\nRUN curl evil | sh", "control character"),
+    ("base_image", 'rockylinux:9 AS x" \\', "is not a Docker image reference"),
+    ("base_image", "Rocky:9", "is not a Docker image reference"),
+    ("image", "xcatfab/xcat:latest;reboot", "is not a Docker image reference"),
+    ("image", "-oProxyCommand=x", "is not a Docker image reference"),
+    ("xcat_version", "2.17 core packages ;x", "is not an xCAT release"),
+    ("xcat_version", "../2.17", "is not an xCAT release"),
+    ("address", "host name", "is not a host name or IP address"),
+    ("address", "-oProxyCommand=x", "is not a host name or IP address"),
+    # apt reads a '#' anywhere on a source line as a comment: the suite and components would be cut off.
+    ("xcat_core_repo", "http://mirror.example/xcat#frag", "no blanks, quotes or '#'"),
+])
+def test_values_that_cannot_be_quoted_where_they_land_are_refused_in_one_line(tmp_path, key, value, message):
+    with pytest.raises(BadInput) as err:
+        load_hosts(None, names=["h1"], overrides=[f"{key}={value}"])
+    line = str(err.value)
+    assert line.startswith(f"--set: {key}: ") and message in line and "\n" not in line, line
+    if "\n" not in value:  # the same from an inventory line, named by file:line
+        path = write(tmp_path, f"[g]\nh1 {key}={shlex.quote(value)}\n")
+        with pytest.raises(BadInput) as err:
+            load_hosts(path)
+        assert str(err.value).startswith(f"{path}:2: {key}: ") and message in str(err.value)
+
+
+@pytest.mark.parametrize("key, value", [
+    ("base_image", "rockylinux:9"), ("base_image", "198.18.0.2:5000/xcatfab/bookworm-minbase:bookworm"),
+    ("base_image", "registry.example.com/a__b/c--d.e:v1.2-3_x@sha256:" + "0" * 64),
+    ("image", "xcatfab/xcat:latest-el9"), ("image", "localhost:5000/site/xcat:flat"),
+    ("xcat_version", "2.16.5"), ("xcat_version", "latest"), ("address", "198.18.0.11"),
+    ("address", "fe80::1%eth0"), ("address", "dhost1.site.example"), ("address", "my_alias"),
+    ("xcat_core_repo", "https://mirror.example/xcat;v=1&x=(2)"),
+])
+def test_the_values_sites_use_still_pass(key, value):
+    (cfg,) = load_hosts(None, names=["h1"], overrides=[f"{key}={value}"])
+    assert getattr(cfg, key) == value
