@@ -35,6 +35,7 @@ APT_PACKAGES = {
     "python3-apt": "ansible.builtin.apt on the lab hosts",
     "strace": "counting SSH sessions and commands at the hosts' sshd",
     "xorriso": "building the benchmark's ISO",
+    "rsync": "the ISO benchmark's rsync row",
 }
 
 

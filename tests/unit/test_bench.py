@@ -321,3 +321,86 @@ def test_pyinfra_inventory_is_a_python_module(cfgs):
     assert data["ssh_known_hosts_file"] == "/s/kh" and data["ssh_strict_host_key_checking"] == "yes"
     assert data["xf_container"]["privileged"] is False
     assert data["xf_site"]["master"] == "198.18.0.112"
+
+
+# ------------------------------------------------------------------ the ISO benchmark (bench/iso.py)
+from bench import iso as isobench  # noqa: E402
+
+
+def test_iso_every_tool_sends_the_same_file_into_the_same_directory():
+    """Same bytes, same destination disk: one source path, every copy in the host's iso_dir."""
+    cmds = isobench.commands("/s/ssh_config", "lab1", "/s/lab1/iso", "/src/bench.iso")
+    assert set(cmds) == {t.name for t in isobench.TOOLS if not t.xcatfab and not t.name.startswith("tcp-limit")}
+    for name, argv in cmds.items():
+        if name == "ssh-cat-gcm":  # the file goes on stdin (the runner opens the same source)
+            assert argv[-1] == "cat > /s/lab1/iso/bench-copy"
+        else:
+            assert argv[-2:] == ["/src/bench.iso", "lab1:/s/lab1/iso/bench-copy"], name
+        assert any("/s/ssh_config" in word for word in argv)  # the lab's host, key and known_hosts, every tool
+    for tool in isobench.TOOLS:
+        assert isobench.destination(tool.name, "/s/lab1/iso", "bench.iso").startswith("/s/lab1/iso/")
+    assert "-c" in cmds["scp-gcm"] and isobench.GCM in cmds["scp-gcm"] and isobench.GCM in cmds["ssh-cat-gcm"]
+    assert "-c" not in cmds["scp"]  # the default cipher row stays the default
+    x = isobench.xcatfab_argv("lab1", "/src/bench.iso", "/s/hosts.ini", "/t/SUMS", "ssh")
+    assert x[x.index("--src") + 1] == "/src/bench.iso" and "--no-copycds" in x
+    assert "--checksums" in x and "iso_transport=ssh" in x
+    assert "--checksums" not in isobench.xcatfab_argv("lab1", "/src/bench.iso", "/s/hosts.ini", None)
+
+
+def test_iso_rotation_gives_every_tool_every_position():
+    names = isobench.TOOL_NAMES
+    firsts = {isobench.rotate(names, r)[0] for r in range(len(names))}
+    assert firsts == set(names)
+    assert all(sorted(isobench.rotate(names, r)) == sorted(names) for r in range(5))
+
+
+def test_iso_no_run_is_dropped_silently():
+    samples = [{"seconds": 3.0, "ok": True}, {"seconds": 1.0, "ok": False, "error": "exit 1: boom"},
+               {"seconds": 2.0, "ok": True}]
+    s = isobench.summarize(samples)
+    assert (s["median"], s["min"], s["max"], s["n"], s["failed"]) == (2.5, 2.0, 3.0, 2, 1)
+    assert s["errors"] == ["exit 1: boom"]
+    assert isobench.summarize([{"seconds": 1.0, "ok": False}])["median"] is None
+
+
+def _block(size_mib, medians, failed=()):
+    stats = {}
+    for name, median in medians.items():
+        samples = [{"seconds": median, "ok": True}] * 3
+        samples += [{"seconds": 99.0, "ok": False, "error": f"{name} broke"} for _ in range(failed.count(name))]
+        stats[name] = isobench.summarize(samples)
+    return {"size_mib": size_mib, "size": size_mib * isobench.MIB, "stats": stats}
+
+
+ISO_RESULTS = {
+    "date": "2026-12-04 20:00 UTC", "hosts": ["lab1", "lab2"], "runs": 3, "load": ["1024 MiB 0.50/0.70"],
+    "machine": {"cpu_model": "CPU X", "nproc": 2, "kernel": "6.18", "openssh": "OpenSSH_9.2p1", "python": "3.11"},
+    "noop_seconds": 0.5, "egress_mib": 1024, "egress": [],
+}
+
+
+def test_iso_markdown_ratios_against_the_fastest_openssh_of_the_same_run():
+    medians = {"xcatfab": 2.0, "xcatfab-cold": 3.0, "xcatfab-ssh": 2.5, "scp": 4.0, "scp-gcm": 2.4,
+               "ssh-cat-gcm": 2.2, "rsync": 5.0, "tcp-limit": 1.0, "tcp-limit-sync": 1.5}
+    block = _block(1024, medians, failed=["rsync"])
+    assert isobench.fastest_openssh(block["stats"]) == "ssh-cat-gcm"
+    body = isobench.markdown(dict(ISO_RESULTS, sizes=[block]))
+    assert "× fastest OpenSSH (ssh-cat-gcm)" in body
+    assert "| xcatfab `fab iso --checksums` (tcp) | 2.00 [2.00–2.00] | 512 | 1.10× | 0.50 | 3/3 |" in body
+    assert "**1024 MiB: xcatfab = 1.10× the fastest OpenSSH transfer (ssh-cat-gcm), 0.50 of the limit's speed**" \
+        in body and "meets the goal" in body
+    assert "| 3/4 |" in body and "- rsync: a run left out: rsync broke" in body  # counted, shown, not dropped
+    for tool in isobench.TOOLS:  # every row has its one-line meaning
+        assert f"| {tool.label} |" in body and tool.meaning in body
+    for text in ("2026-12-04 20:00 UTC", "`date -u`", "CPU X, 2 cores", "Load average", "1024 MiB 0.50/0.70"):
+        assert text in body, text
+
+
+def test_iso_markdown_says_when_the_goal_is_missed_and_when_a_tool_failed():
+    medians = {"xcatfab": 3.0, "scp-gcm": 2.0, "ssh-cat-gcm": 2.2, "tcp-limit": 1.0}
+    body = isobench.markdown(dict(ISO_RESULTS, sizes=[_block(4096, medians)]))
+    assert "xcatfab = 0.67× the fastest OpenSSH transfer (scp-gcm)" in body and "does NOT meet" in body
+    block = _block(4096, {"xcatfab": 3.0, "scp-gcm": 2.0})
+    block["stats"]["scp"] = isobench.summarize([{"seconds": 1.0, "ok": False, "error": "exit 255"}])
+    body = isobench.markdown(dict(ISO_RESULTS, sizes=[block]))
+    assert "| `scp` (default cipher) | FAILED | – | – | – | 0/1 |" in body
