@@ -12,12 +12,16 @@ The guide's last step, done so it can be rerun and scaled. Modules:
 * :mod:`.legs` — the relay programs' ends on the controller (OpenSSH, paramiko);
 * :mod:`.progress` — live progress.
 
-Staging is correct (``.part`` + sha256 on both sides while streaming, renamed
-into place only after fsync and when both sums agree with the expected one;
-resumable; a mismatch leaves nothing under the ISO's name) and fast (the
-OpenSSH client with AES-GCM first, file pages spliced into its pipe, hashing
-in its own thread on both sides). Many hosts: the controller sends each ISO
-once down a chain of hosts (templates/host/iso-relay.py.j2).
+Staging is correct (a sum the user gives is checked against the local file
+before anything connects; ``.part`` + sha256 on the host while streaming,
+renamed into place only when the sum agrees with the controller's; the record
+holds in the current boot until the file is on disk; resumable; a transfer
+that fails never removes a file the host had) and fast (``iso_transport=tcp``:
+plain TCP with a one-shot token, ``sendfile`` from the controller, the sums
+over SSH; ``ssh``: OpenSSH with AES-GCM first). Many hosts: the controller
+sends each ISO once down a chain of hosts (templates/host/iso-relay.py.j2),
+routed around a dead one; a host holding the verified file feeds the others.
+Every data stream has a stall limit; Ctrl-C leaves resumable parts and says so.
 """
 
 from .delivery import IsoOptions, RelayGroup
