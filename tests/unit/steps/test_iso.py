@@ -531,21 +531,25 @@ def test_relay_listens_only_on_the_address_it_is_given(tmp_path):
 
 
 def test_relay_accepts_concurrently_a_silent_stranger_holds_nothing_up(tmp_path):
-    """Strangers get a few seconds each to send the token, side by side: a silent one, kept open,
-    does not keep the real upstream out, and is closed once its time is up."""
+    """Strangers get a few seconds each to send the token, side by side: silent ones, connected first
+    and kept open, do not keep the real upstream out. (The sender is done upstream, so the relay
+    waits only a short while more for its upstream: one stranger at a time would use that up.)"""
     token = "d4" * 16
     relay, port = listening_relay(tmp_path, token)
-    stranger = socket.create_connection(("127.0.0.1", port))
+    relay.send(f"END {DATA_SUM}\n".encode())
+    strangers = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
     wrong = socket.create_connection(("127.0.0.1", port))
     wrong.sendall(b"e5" * 16 + b"\n")
     with socket.create_connection(("127.0.0.1", port)) as upstream:
         upstream.sendall(token.encode() + b"\n" + DATA)
-    assert relay.end(DATA_SUM) == f"DONE {DATA_SUM}"  # while the stranger still sits there, silent
-    assert wrong.recv(10) == b""  # turned away
-    wrong.close()
-    stranger.settimeout(30)
-    assert stranger.recv(10) == b""  # closed once the relay was done with waiting
-    stranger.close()
+    relay.proc.stdin.close()
+    assert relay.line() == f"DONE {DATA_SUM}"
+    relay.proc.wait(10)
+    assert (tmp_path / "iso" / "r.iso").read_bytes() == DATA
+    for sock in strangers + [wrong]:
+        sock.settimeout(30)
+        assert sock.recv(10) == b""  # turned away, or closed once the relay was done waiting
+        sock.close()
 
 
 def test_relay_gives_up_on_a_stalled_upstream_and_keeps_the_part(tmp_path):
