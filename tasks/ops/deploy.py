@@ -123,7 +123,7 @@ def run_host(cfg, names, options: Optional[DeployOptions] = None, out: Optional[
     steps = [cls() for cls in STEP_CLASSES if cls.name in names]
     run = open_run(cfg, options, out, report)
     try:
-        if run is not None and _read_facts(run, steps, report, out):
+        if run is not None and _read_facts(run, steps, report, out) and _preflight(run, steps, report, out):
             _run_steps(run, steps, report, out)
     finally:
         finish(run, report)
@@ -138,6 +138,17 @@ def _read_facts(run: HostRun, steps, report: HostReport, out) -> bool:
         _report(report, out, StepResult("facts", FAILED, error=one_line(exc)))
         return False
     report.add(StepResult("facts", OK, seconds=time.monotonic() - started))
+    return True
+
+
+def _preflight(run: HostRun, steps, report: HostReport, out) -> bool:
+    """Every step's own refusals, before any step changes anything (a refused host runs no step)."""
+    for step in steps:
+        try:
+            step.preflight(run)
+        except StepFailed as exc:
+            _report(report, out, StepResult(step.name, FAILED, error=one_line(exc)))
+            return False
     return True
 
 

@@ -25,6 +25,7 @@ from ..runtime.hostrun import HostRun
 from ..runtime.report import CHANGED, FAILED, OK, HostReport, Output, StepResult
 from ..runtime.ssh import ConnectOptions
 from ..runtime.templating import render
+from ..steps import netplan
 from ..steps.base import Action
 from ..steps.bridge import GUARD as BRIDGE_GUARD
 from ..steps.bridge import forward_rule_present, netplan_file, netplan_text, recorded_network
@@ -123,10 +124,14 @@ def _link_diffs(cfg, iface: dict, bridge, recorded: Recorded) -> list:
 def restore_plan(cfg, facts: Facts) -> tuple:
     """(actions, note) for --restore-network; the note says why nothing can be restored."""
     actions, note = [], None
-    if forward_rule_present(cfg, facts):
+    if forward_rule_present(cfg, facts) or facts.kv("bridge.forward_unit").get("enabled") == "yes":
         actions.append(Action("forward", f"remove the DOCKER-USER rule accepting traffic across {cfg.bridge}"))
     if netplan_text(facts).strip():
         actions.append(Action("netplan", f"remove {netplan_file(cfg)}"))
+    saved = list(dict.fromkeys(netplan.backups(facts)))
+    if saved:
+        actions.append(Action("host_netplan", "put back the host's own netplan file(s) from xcatfab's copies: "
+                              + ", ".join(saved), {"paths": saved}))
     data = recorded_network(facts)
     if data is not None:
         recorded = Recorded(data)
@@ -191,7 +196,7 @@ class Teardown:
         cfg = self.run.cfg
         context = dict(name=cfg.container_name, state_dir=cfg.state_dir, watcher=False, veth="",
                        container=False, network="", shim="", purge="", bridge=cfg.bridge, forward=False,
-                       netplan="", announce=[], forget=False)
+                       netplan="", announce=[], forget=False, host_netplan=[], cloud_init_cfg="")
         context.update(parts)
         self.run.remote.template("host/admin-teardown.sh.j2", step=step, check=True, **context)
 
@@ -226,9 +231,11 @@ class Teardown:
         if self.run.plan_only:
             return CHANGED, ["would " + s for s in summaries], None
         by_kind = {a.kind: a for a in actions}
-        if {"forward", "netplan"} & set(by_kind):
+        if {"forward", "netplan", "host_netplan"} & set(by_kind):
+            saved = by_kind["host_netplan"].data["paths"] if "host_netplan" in by_kind else []
             self._script("restore-network", forward="forward" in by_kind,
-                         netplan=netplan_file(cfg) if "netplan" in by_kind else "")
+                         netplan=netplan_file(cfg) if "netplan" in by_kind else "",
+                         host_netplan=saved, cloud_init_cfg=netplan.CLOUD_INIT_CFG)
         if "restore" in by_kind:
             apply_guarded(self.run, restore_change(self.run, by_kind["restore"].data["recorded"]))
         # An armed bridge rollback (an interrupted deploy) would undo the restore: cancel it too.

@@ -66,6 +66,10 @@ class Step:
     def apply(self, run, actions: list[Action]) -> None:
         raise NotImplementedError
 
+    def preflight(self, run) -> None:
+        """Called for every step of a run once the facts are read, before any step changes
+        anything: raise :class:`StepFailed` to refuse the host outright; default: nothing."""
+
     def describe(self, actions: list[Action]) -> list[str]:
         return [a.summary for a in actions]
 

@@ -29,12 +29,14 @@ Fact fragments: ``host`` (:mod:`tasks.steps.hostnet`), ``bridge``
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Optional
 
 from ..runtime.facts import Facts
 from ..runtime.guarded import GuardedChange, apply_guarded, disarm, pending
 from ..runtime.templating import render
+from . import netplan
 from .base import Action, Step, StepFailed
 from .hostnet import (
     bridge_info,
@@ -62,6 +64,26 @@ def forward_rule_needed(cfg, facts: Facts) -> bool:
     if facts.kv("bridge.forward").get("nf_call_iptables", "0") != "1":
         return False
     return forward_rule(cfg) not in facts.lines("bridge.docker_user")
+
+
+def forward_unit(cfg) -> tuple[str, str]:
+    """The unit and script that put the DOCKER-USER rule back at every start of docker (systemd hosts)."""
+    return (render("host/xcatfab-forward@.service.j2", state_dir=cfg.state_dir),
+            render("host/docker-user-accept.sh.j2"))
+
+
+def forward_unit_needed(cfg, facts: Facts) -> bool:
+    """On a systemd host: the rule's unit is missing, disabled or not xcatfab's current one."""
+    state = facts.kv("bridge.forward_unit")
+    if state.get("systemd") != "yes":
+        return False
+    unit, script = forward_unit(cfg)
+    return (state.get("enabled") != "yes" or state.get("unit_sha") != _sha256(unit)
+            or state.get("script_sha") != _sha256(script))
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def forward_rule_present(cfg, facts: Facts) -> bool:
@@ -195,6 +217,9 @@ class BridgeStep(Step):
         if forward_rule_needed(cfg, facts):
             actions.append(Action("forward", f"accept forwarding across {cfg.bridge} in DOCKER-USER "
                                              "(br_netfilter would drop it)"))
+        elif forward_unit_needed(cfg, facts):
+            actions.append(Action("forward", f"keep the DOCKER-USER rule for {cfg.bridge} at every start of docker "
+                                             f"(xcatfab-forward@{cfg.bridge}.service)"))
         actions.extend(self._netplan_actions(cfg, facts))
         return actions
 
@@ -202,9 +227,6 @@ class BridgeStep(Step):
         diffs = move_needed(cfg, facts)
         iface, bridge = _interfaces(cfg, facts)
         if diffs:
-            if dynamic(iface) and bridge is None:
-                raise StepFailed(f"{cfg.mgmt_interface} has its address by DHCP: xcatfab moves static addresses "
-                                 f"only; give {cfg.name} a static address (or a reservation) first")
             address = desired_address(cfg, iface, bridge)
             return [Action("move", f"{cfg.bridge}: " + "; ".join(diffs),
                            move_data(cfg, facts, address, iface, bridge))]
@@ -215,17 +237,35 @@ class BridgeStep(Step):
                                      "and cancel its pending rollback")]
         return []
 
+    def preflight(self, run) -> None:
+        """Before any step changes anything: refuse an interface that gets its address by DHCP."""
+        cfg, facts = run.cfg, run.facts
+        iface, bridge = _interfaces(cfg, facts)
+        if bridge is not None and iface.get("master") == cfg.bridge:
+            return  # already moved
+        source = netplan.uses_dhcp(cfg, facts, netplan_file(cfg)) if uses_netplan(cfg, facts) else None
+        if dynamic(iface) or source:
+            why = f" ({source} says dhcp4: true)" if source else ""
+            raise StepFailed(f"{cfg.mgmt_interface} gets its address by DHCP{why}: xcatfab moves static addresses "
+                             f"only; give {cfg.name} a static address (or a DHCP reservation made static) first")
+
     def _netplan_actions(self, cfg, facts: Facts) -> list[Action]:
         if not uses_netplan(cfg, facts):
             return []
         iface, bridge = _interfaces(cfg, facts)
+        ours = netplan_file(cfg)
         content = render_netplan(cfg, desired_address(cfg, iface, bridge), gateway_for(cfg, facts),
                                  iface.get("address"), extra_addrs=ipv4(bridge) + ipv4(iface),
                                  static_routes=movable_routes(facts, cfg.bridge)
                                  + movable_routes(facts, cfg.mgmt_interface))
-        if netplan_text(facts).strip() == content.strip():
+        changes = netplan.takeover(cfg, facts, ours)
+        if netplan_text(facts).strip() == content.strip() and not changes:
             return []
-        return [Action("netplan", f"write {netplan_file(cfg)} (persists across reboot)", {"content": content})]
+        host_files = netplan.host_files(facts)
+        diffs = [(ours, netplan_text(facts), content)] + [(p, host_files[p], t or "") for p, t in changes.items()]
+        lines = [f"write {ours} (persists across reboot)"] + netplan.describe(changes, cfg)
+        return [Action("netplan", "; ".join(lines), {"content": content, "changes": changes,
+                                                   "fresh": not netplan_text(facts).strip()}, diffs)]
 
     def apply(self, run, actions) -> None:
         by_kind = {a.kind: a for a in actions}
@@ -235,11 +275,24 @@ class BridgeStep(Step):
             raise StepFailed("the rollback an interrupted run left armed has started: it puts the host "
                              "back as it was before that run; run the step again once it has finished")
         if "netplan" in by_kind:
-            run.remote.write_file(netplan_file(run.cfg), by_kind["netplan"].data["content"],
-                                  mode=0o600, step=self.name)
+            self._write_netplan(run, by_kind["netplan"].data)
         if "forward" in by_kind:
-            run.remote.template("host/bridge-forward.sh.j2", step=self.name, check=True,
-                                bridge=run.cfg.bridge)
+            unit, script = forward_unit(run.cfg)
+            run.remote.template("host/bridge-forward.sh.j2", step=self.name, check=True, bridge=run.cfg.bridge,
+                                state_dir=run.cfg.state_dir, unit=unit, accept_script=script)
+
+    @staticmethod
+    def _write_netplan(run, data: dict) -> None:
+        """xcatfab's file, and the host's files without the interface; netplan generate must accept them."""
+        changes = data["changes"]
+        parts = [data["content"]] + [f"#@@xcatfab-file {i}\n{text or ''}" for i, text in enumerate(changes.values(), 1)]
+        stdin = "".join(p if p.endswith("\n") else p + "\n" for p in parts)  # each file whole, its last line ended
+        run.remote.template("host/netplan-apply.sh.j2", step="bridge", check=True, stdin=stdin,
+                            bridge=run.cfg.bridge, iface=run.cfg.mgmt_interface, state_dir=run.cfg.state_dir,
+                            target=netplan_file(run.cfg), changes=changes, fresh=data["fresh"],
+                            cloud_init=any(p.endswith("50-cloud-init.yaml") for p in changes),
+                            cloud_init_cfg=netplan.CLOUD_INIT_CFG,
+                            cloud_init_dir=netplan.CLOUD_INIT_CFG.rsplit("/", 1)[0])
 
     def change(self, run, data: dict) -> GuardedChange:
         """The move as a guarded change: the undo restores the host exactly as the plan saw it."""
@@ -249,8 +302,10 @@ class BridgeStep(Step):
         record = json.dumps(dict(data, iface=cfg.mgmt_interface, bridge=cfg.bridge), sort_keys=True)
 
         def after_undo(facts: Facts) -> str:
-            on_iface = ipv4(links(facts).get(cfg.mgmt_interface))
-            return f"{cfg.mgmt_interface} has {', '.join(map(str, on_iface)) or 'no address'}"
+            host_links = links(facts)
+            where = [f"{a} on {name}" for name in (cfg.mgmt_interface, cfg.bridge)
+                     for a in ipv4(host_links.get(name))]
+            return ", ".join(where) or f"no address on {cfg.mgmt_interface} or {cfg.bridge}"
 
         return GuardedChange(
             guard=GUARD, step=self.name, seconds=cfg.rollback_seconds,

@@ -18,7 +18,9 @@ SCRIPT_CONTEXTS = {
                                       container=True, network="xcatnet", shim="xfshim1", purge="/xcatdata",
                                       bridge="mydocker0", forward=True,
                                       netplan="/etc/netplan/90-xcatfab-mydocker0.yaml",
-                                      announce=["198.18.0.20"], forget=True),
+                                      announce=["198.18.0.20"], forget=True,
+                                      host_netplan=["/etc/netplan/00-installer-config.yaml"],
+                                      cloud_init_cfg="/etc/cloud/cloud.cfg.d/99-xcatfab-disable-network-config.cfg"),
 }
 
 

@@ -96,3 +96,17 @@ def test_netplan_file_keeps_every_address_and_static_route_the_move_keeps():
     assert doc["routes"] == [{"to": "default", "via": "198.18.0.1"},
                              {"to": "198.18.7.0/24", "via": "198.18.0.254"},
                              {"to": "198.18.9.9/32", "via": "198.18.0.254"}]
+
+
+def test_on_a_systemd_host_the_forward_rule_is_kept_by_a_unit():
+    """Docker makes DOCKER-USER anew at every start: on a systemd host the rule's unit is part of
+    converged, and its absence is planned even when the rule itself is there."""
+    unit, script = bridge.forward_unit(cfg())
+    rule = "-A DOCKER-USER -i mydocker0 -o mydocker0 -j ACCEPT"
+    base = dict(AFTER, bridge__forward="nf_call_iptables=1", bridge__docker_user=rule)
+    missing = facts(**base, bridge__forward_unit="systemd=yes")
+    assert [a.kind for a in bridge.BridgeStep().plan(run_for(cfg(), missing))] == ["forward"]
+    kept = facts(**base, bridge__forward_unit="systemd=yes\nenabled=yes\n"
+                 f"unit_sha={bridge._sha256(unit)}\nscript_sha={bridge._sha256(script)}")
+    assert bridge.BridgeStep().plan(run_for(cfg(), kept)) == []
+    assert bridge.BridgeStep().plan(run_for(cfg(), facts(**base))) == []  # no systemd: the rule is all

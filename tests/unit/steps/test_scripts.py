@@ -59,7 +59,21 @@ def test_bridge_scripts_lint():
     shellcheck(change.undo, "bridge-undo")
     for name in ("guarded-launch.sh.j2", "guarded-disarm.sh.j2"):
         shellcheck(render(f"host/{name}", name="bridge-rollback", state_dir=c.state_dir, seconds=120), name)
-    shellcheck(render("host/bridge-forward.sh.j2", bridge=c.bridge), "bridge-forward")
+    unit, script = bridge.forward_unit(c)
+    shellcheck(render("host/bridge-forward.sh.j2", bridge=c.bridge, state_dir=c.state_dir, unit=unit,
+                      accept_script=script), "bridge-forward")
+    shellcheck(script, "docker-user-accept")
+
+
+def test_the_docker_user_unit_runs_at_every_start_of_docker():
+    """The DOCKER-USER chain is made anew, empty, whenever dockerd starts (a reboot): the unit puts
+    the accept rule back then."""
+    unit_text, _script = bridge.forward_unit(cfg())
+    unit = configparser.ConfigParser(interpolation=None)
+    unit.read_string(unit_text)
+    assert unit["Unit"]["After"] == "docker.service" and unit["Unit"]["PartOf"] == "docker.service"
+    assert unit["Install"]["WantedBy"] == "docker.service"
+    assert unit["Service"]["ExecStart"] == "/bin/sh /var/lib/xcatfab/docker-user-accept.sh %i"
 
 
 def test_rollback_of_a_fresh_move_restores_the_interface():
