@@ -48,8 +48,9 @@ def _flags(inventory, limit, set, forks, plan, check, diff, json, verbose, accep
                  serial=serial, max_fail_percent=max_fail_percent)
 
 
-def run_steps(c, names, flags: Flags, targets, task: str, default_all: bool = False):
-    """Validate, then run the named steps on every selected host; recap; exit status."""
+def run_steps(c, names, flags: Flags, targets, task: str, default_all: bool = False, table=None):
+    """Validate, then run the named steps on every selected host; recap (``table``: the recap
+    table too; default: with several hosts); exit status."""
     session = prepare(c, flags, targets, task, default_all, check=lambda cfgs: check_required(cfgs, names))
     options = DeployOptions(connect=session.connect, plan_only=flags.plan, show_diff=flags.diff)
     if flags.plan and len(session.configs) > 1 and session.serial:
@@ -57,7 +58,7 @@ def run_steps(c, names, flags: Flags, targets, task: str, default_all: bool = Fa
         session.out.line(None, f"PLAN: {len(session.configs)} host(s) in {len(planned)} batch(es) of a real run: "
                          + "; ".join(f"{i}: {', '.join(b)}" for i, b in enumerate(planned, 1)))
     result = run(session, lambda cfg: run_host(cfg, names, options, session.out))
-    return finish(session, result)
+    return finish(session, result, table=table)
 
 
 @xtask
@@ -107,7 +108,7 @@ def rollout(c, inventory=None, limit=None, set=None, plan=False, check=False, di
                    + ",".join(_targets) + " instead of -H", code=2)
     flags = _flags(inventory, limit, set, forks, plan, check, diff, json, verbose, accept_new_host_keys,
                    serial, max_fail_percent)
-    return run_steps(c, step_names(), flags, None, "rollout", default_all=True)
+    return run_steps(c, step_names(), flags, None, "rollout", default_all=True, table=True)
 
 
 @xtask(iterable=["src"], help={

@@ -15,10 +15,12 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from pathlib import Path
 
 from invoke import Collection
 from invoke.exceptions import Exit
 
+from ..runtime.errors import BadInput
 from ..runtime.inventory import default_inventory_path, load_hosts
 from ..steps.buildctx import BuildError, build_local, render_build_context
 from .flags import xtask
@@ -47,7 +49,11 @@ def render(c, out, preset=None, host=None, inventory=None, set=None):
     """Render the image build context (Dockerfile, repo files, entrypoint) into --out."""
     with bad_input_exits():
         cfg = image_config(preset, host, inventory, set)
-        digest = render_build_context(cfg, out)
+        try:
+            digest = render_build_context(cfg, out)
+        except OSError as exc:
+            raise BadInput("--out", None, f"cannot write the build context into {out}: "
+                                          f"{exc.strerror or exc}") from None
     print(f"rendered preset {cfg.preset} into {out} (context {digest})")
 
 
@@ -73,8 +79,18 @@ def build_image(c, tag=None, preset=None, host=None, inventory=None, no_cache=Fa
         print(f"{tag} is up to date (context {digest}): nothing to build")
 
 
+#: The checkout's root, when this package runs from one (the labs live in its tests/).
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+
 def _lab_collections() -> list:
-    """The labs' collections, when the checkout's test infrastructure is importable."""
+    """The labs' collections, when this package runs from a checkout with its tests/labkit.
+
+    Invoke puts the collection's own directory on sys.path, not the checkout's
+    root, so the root is added for the labs' package to be found.
+    """
+    if (CHECKOUT / "tests" / "labkit").is_dir() and str(CHECKOUT) not in sys.path:
+        sys.path.append(str(CHECKOUT))
     found = []
     for module in ("tests.labkit.netns.tasks", "tests.labkit.vm.tasks"):
         try:

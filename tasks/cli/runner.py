@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -23,7 +24,7 @@ from invoke.exceptions import Exit
 from ..runtime.errors import EXIT_BAD_INPUT, BadInput
 from ..runtime.executor import HostsResult, parse_forks, parse_percent, parse_serial, print_hosts_recap, run_hosts
 from ..runtime.report import Output
-from ..runtime.secret import Secret, SecretError, lookup
+from ..runtime.secret import Secret, SecretError, lookup, mask_in
 from ..runtime.ssh import ConnectOptions
 from .targets import select
 
@@ -96,6 +97,17 @@ def known_secrets() -> list:
     return found
 
 
+def _one_line_thread_errors(out: Output, secrets: list) -> None:
+    """A background thread's unexpected error is one line naming the thread, never a traceback."""
+    def hook(args) -> None:
+        if args.exc_type is SystemExit:
+            return
+        text = mask_in(f"{args.exc_type.__name__}: {args.exc_value}".splitlines()[0], secrets)
+        out.line(None, f"xcatfab: error in {getattr(args.thread, 'name', 'a thread')}: {text}")
+
+    threading.excepthook = hook
+
+
 def _verbose_logging(out: Output) -> None:
     """``-v``: every remote command, its exit status and its time, prefixed with its host."""
 
@@ -127,6 +139,7 @@ def prepare(c, flags: Flags, targets, task: str, default_all: bool = False,
         _verbose_logging(out)
     if connect.sudo_password:
         secrets.append(connect.sudo_password)
+    _one_line_thread_errors(out, secrets)
     return Session(configs, connect, out, flags, forks, serial, max_fail, secrets, task)
 
 

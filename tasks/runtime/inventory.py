@@ -185,7 +185,7 @@ class Inventory:
             return None
         close = difflib.get_close_matches(key, list(KEYS) + list(ALIASES), n=1, cutoff=0.6)
         if self.unknown_vars == "ignore" and not difflib.get_close_matches(
-                key, list(KEYS) + list(ALIASES), n=1, cutoff=0.85):
+                key, list(KEYS) + list(ALIASES), n=1, cutoff=0.8):
             return None
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise BadInput(where, key, f"unknown key{hint}")

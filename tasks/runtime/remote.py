@@ -181,8 +181,8 @@ def _feed(chan, data: bytes, stream=None) -> None:
                 break
             chan.sendall(chunk)
         chan.shutdown_write()
-    except OSError:
-        pass  # the command exited early; its exit status tells the story
+    except Exception:  # OSError, paramiko's SSHException, EOFError: the command exited early or the
+        pass  # connection dropped; the command's exit status (or the lost connection) tells the story
 
 
 def _collect(chan, timeout: Optional[float], on_line) -> tuple[str, str]:

@@ -26,6 +26,9 @@ SYSTEM_TREES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/l
 #: The host directory keys: xcatfab creates, chmods and bind-mounts them, and
 #: ``teardown --purge-data`` deletes data_dir.
 HOST_DIR_KEYS = ("state_dir", "iso_dir", "data_dir")
+#: The characters a host directory may have: nothing a shell, a systemd unit or a
+#: command line built around it would treat specially.
+DIR_CHARS = re.compile(r"[A-Za-z0-9_./+@-]+")
 #: An RFC 1123 host name label.
 LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
@@ -123,6 +126,9 @@ def check_host_dirs(cfg: HostConfig) -> None:
     seen: dict = {}
     for key in HOST_DIR_KEYS:
         raw = getattr(cfg, key) or ""
+        if raw and not DIR_CHARS.fullmatch(raw):
+            raise BadInput(cfg.where(key), key, f"{raw!r}: a host directory may have letters, digits and _ . / + @ - "
+                                                "only (no blanks, quotes or shell characters)")
         path = normal_dir(raw)
         if not raw.startswith("/") or path in SYSTEM_DIRS or any(inside(path, tree) for tree in SYSTEM_TREES):
             raise BadInput(cfg.where(key), key, f"{raw!r} must be an absolute directory of its own, "

@@ -4,10 +4,11 @@ One rule for every line, host lines and ``[group:vars]`` lines alike:
 
 * a ``#`` or ``;`` at the start of a word (after a blank, outside quotes)
   starts a comment that runs to the end of the line;
-* a value wholly enclosed in one pair of quotes (``'...'`` or ``"..."``, with
-  the shell's meaning) is unquoted; quotes inside a value are kept as written
-  (so ``docker_daemon_json={"a": 1}`` is JSON on either line), and an
-  unbalanced quote is an error;
+* a value that begins with a quote is one shell word: its quotes are removed
+  as the shell removes them (``'...'``, ``"..."``, and concatenations such as
+  ``'it'"'"'s'``); any other value is taken as written, quotes inside it kept
+  (so ``docker_daemon_json={"a": 1}`` is JSON on either line); an unbalanced
+  quote is an error;
 * a host line's words are separated by blanks, so a value with a blank must be
   quoted there; a vars line holds one ``key=value`` and the value is the rest
   of the line.
@@ -95,22 +96,17 @@ def vars_value(line: str, where: str) -> tuple[str, str]:
 
 
 def unquote(value: str, where: str) -> str:
-    """A value wholly enclosed in one pair of quotes, unquoted (shell rules); any other as written."""
-    if len(value) >= 2 and value[0] in "'\"" and _closing_quote(value) == len(value) - 1:
-        try:
-            return shlex.split(value)[0]
-        except (ValueError, IndexError):
-            raise BadInput(where, None, f"malformed quoted value {value!r}") from None
-    return value
-
-
-def _closing_quote(value: str) -> int:
-    """The index of the quote that closes ``value``'s opening quote (-1: none)."""
-    quote = value[0]
-    for index in range(1, len(value)):
-        if value[index] == quote and not (quote == '"' and _escaped(value, index)):
-            return index
-    return -1
+    """A value that begins with a quote is one shell word (quotes removed as the shell removes
+    them, concatenated parts too: ``'it'"'"'s'``); any other value is taken as written."""
+    if not value or value[0] not in "'\"":
+        return value
+    try:
+        parts = shlex.split(value)
+    except ValueError:
+        raise BadInput(where, None, f"malformed quoted value {value!r}") from None
+    if len(parts) != 1:
+        raise BadInput(where, None, f"{value!r}: quote the whole value (a blank is outside the quotes)")
+    return parts[0]
 
 
 # --------------------------------------------------------------------------- kinds

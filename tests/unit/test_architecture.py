@@ -34,6 +34,7 @@ LAZY_IMPORTS = {
     ("tasks/ops/status.py", "rich.console"), ("tasks/ops/status.py", "rich.table"),
     ("tasks/steps/iso/progress.py", "rich.progress"), ("tasks/steps/iso/chain.py", "paramiko"),
     ("tasks/cli/fabric_compat.py", "fabric.main"),
+    ("tasks/steps/netplan.py", "yaml"),  # only hosts with netplan need a YAML parser
 }
 
 
