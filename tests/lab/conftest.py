@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.labkit.netns.hosts import DOCKER_CLIENT
+
 #: Lab size for the session (a healthy bigger lab is reused as it is).
 LAB_HOSTS = int(os.environ.get("XCATFAB_LAB_HOSTS", "3"))
 HERE = Path(__file__).resolve().parent
@@ -99,7 +101,7 @@ def docker_on(lab):
 
     def run(host: str, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
         env = dict(os.environ, DOCKER_HOST=lab.host(host).docker_host)
-        proc = subprocess.run(["docker", *args], capture_output=True, text=True, env=env, timeout=timeout)
+        proc = subprocess.run([DOCKER_CLIENT, *args], capture_output=True, text=True, env=env, timeout=timeout)
         return _checked(proc, f"docker {' '.join(args)} on {host}", check)
 
     return run

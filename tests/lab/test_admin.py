@@ -244,8 +244,8 @@ def processes_mentioning(text):
 
 @pytest.mark.parametrize("mode", ["netns", "macvlan"])
 def test_teardown_removes_the_netns_watcher_and_the_macvlan_shim(lab, two, mode, ssh_run, docker_on):
-    from tasks.container import shim_name
-    from tasks.inventory import load_hosts
+    from tasks.runtime.inventory import load_hosts
+    from tasks.steps.container import shim_name
 
     host = two[0][1]
     before = two[1][host]

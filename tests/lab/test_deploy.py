@@ -93,7 +93,7 @@ def test_deploy_from_nothing_each_network_mode(lab, deploy_host, ssh_run, docker
     assert counts(second, host) == (1, 1)
 
     # A restart keeps the address (Docker's for bridge/macvlan, the watcher's for netns)
-    # and the entrypoint writes /etc/hosts again.
+    # and /etc/hosts (a host file, bind-mounted).
     docker_on(host, "restart", "xcatmn")
     assert wait_for(lambda: tcp_answers(ip, timeout=2.0), timeout=90), f"{ip}:3001 gone after restart ({mode})"
     hosts = docker_on(host, "exec", "xcatmn", "cat", "/etc/hosts").stdout
@@ -136,19 +136,19 @@ def test_a_rollback_left_armed_by_an_interrupted_run_is_cancelled_by_the_next(la
     """Ctrl-C right after the change applied, before it was confirmed: the host keeps a rollback
     armed. The next run must not call the bridge converged and let it fire: it confirms and
     cancels it, and the address stays on the bridge past the old deadline."""
-    from tasks.bridge import BridgeStep
-    from tasks.deploy import DeployOptions, run_host
-    from tasks.inventory import load_hosts
-    from tasks.report import Output
+    from tasks.ops.deploy import DeployOptions, run_host
+    from tasks.runtime import guarded
+    from tasks.runtime.inventory import load_hosts
+    from tasks.runtime.report import Output
 
     host, seconds = deploy_host.name, 25
     sets = [f"rollback_seconds={seconds}"]
     cfg = load_hosts(str(lab.inventory), names=[host], overrides=sets)[0]
 
-    def interrupted(self, run, deadline):
+    def interrupted(run, change, deadline):
         raise KeyboardInterrupt  # the admin's Ctrl-C, the moment the change is on the host
 
-    monkeypatch.setattr(BridgeStep, "_confirm", interrupted)
+    monkeypatch.setattr(guarded, "_confirm", interrupted)
     armed_at = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         run_host(cfg, ["bridge"], DeployOptions(), Output())

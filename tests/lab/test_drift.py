@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 
 import pytest
 
-from tasks.container import run_args
-from tasks.inventory import load_hosts
+from tasks.runtime.inventory import load_hosts
+from tasks.steps.container import run_args
 from tests.lab import fabrun
 
 
@@ -35,13 +37,14 @@ def deployed(lab, test_hosts):
 
 
 def settled_snapshot(lab, host, docker_on):
-    """The host's state once the container's entrypoint is done, without what moves by
+    """The host's state once xcatd answers in the container, without what moves by
     itself or by merely reading: the health-check log, Docker's list of exec sessions
     and xCAT's own command logs (a tabdump read appends to them)."""
     ctr = docker_on(host, "ps", "-q", "--filter", "name=^xcatmn$").stdout.strip()
     if ctr:
-        docker_on(host, "exec", "xcatmn", "sh", "-c",
-                  "i=0; while [ ! -e /run/xcatfab-ready ] && [ $i -lt 120 ]; do sleep 0.5; i=$((i+1)); done")
+        docker_on(host, "exec", "xcatmn", "bash", "-c",
+                  "i=0; until (exec 3<>/dev/tcp/127.0.0.1/3001) 2>/dev/null || [ $i -ge 240 ]; "
+                  "do sleep 0.5; i=$((i+1)); done")
     snap = lab.snapshot(host)
     for container in snap["containers"]:
         container.get("State", {}).pop("Health", None)
@@ -127,15 +130,14 @@ def _drifts(lab, host, inv, ssh_run, docker_on):
                       "site: master 198.18.0.250 -> " + ip,
                       lambda: site_master(docker_on, host) == ip),
         "xcat networks": (lambda: docker_on(host, "exec", "xcatmn", "sh", "-c",
-                                            ". /etc/profile.d/xcat.sh; chtab netname=stale networks.net=198.51.100.0 "
-                                            "networks.mask=255.255.255.0"),
-                          "drop 198.51.100.0/255.255.255.0",
-                          lambda: "198.51.100.0" not in docker_on(host, "exec", "xcatmn", "sh", "-c",
-                                                                  ". /etc/profile.d/xcat.sh; tabdump networks").stdout),
+                                            ". /etc/profile.d/xcat.sh; rmdef -t network -o 198_18_0_0-255_255_255_0"),
+                          "networks: add 198_18_0_0-255_255_255_0",
+                          lambda: '"198.18.0.0","255.255.255.0"' in docker_on(
+                              host, "exec", "xcatmn", "sh", "-c", ". /etc/profile.d/xcat.sh; tabdump networks").stdout),
         "etc hosts": (lambda: docker_on(host, "exec", "xcatmn", "sh", "-c", "echo '10.9.9.9 bogus' >/etc/hosts"),
-                      "rewrite /etc/hosts in the container",
-                      lambda: f"{ip}\txcatmn.cluster xcatmn" in docker_on(host, "exec", "xcatmn", "cat",
-                                                                          "/etc/hosts").stdout),
+                      "write the container's /etc/hosts",
+                      lambda: (lambda text: f"{ip}\txcatmn.cluster xcatmn" in text and "10.9.9.9 bogus" in text)(
+                          docker_on(host, "exec", "xcatmn", "cat", "/etc/hosts").stdout)),
     }
 
 
@@ -196,6 +198,10 @@ def test_forward_rule_drift_in_netns_mode(lab, deployed, ssh_run):
     import socket
 
     host, inv, _sets = deployed
+    # What the test relies on, set up rather than assumed: bridged frames go through
+    # iptables (dockerd loads br_netfilter on a real host; the machine may not have it yet).
+    subprocess.run([shutil.which("modprobe", path="/usr/sbin:/sbin:/usr/bin:/bin"), "br_netfilter"], check=True)
+    ssh_run(host, "sysctl -q -w net.bridge.bridge-nf-call-iptables=1")
     sets = ["--set", "network_mode=netns"]
     # From bridge mode: the unused Docker network goes (its own forwarding rules
     # would otherwise let the traffic through and hide the missing DOCKER-USER rule).

@@ -32,8 +32,10 @@ from tests.lab.fabrun import (
     run_fab,
     sshd_accepted,
     succeeded,
+    tcp_answers,
     wait_gone,
 )
+from tests.labkit.common import wait_for
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -218,7 +220,11 @@ def second_sshd(lab, pair, tmp_path):
     config.write_text(text)
     subprocess.run(["ip", "netns", "exec", lab_host.netns, "/usr/sbin/sshd", "-f", str(config),
                     "-E", str(tmp_path / "sshd.log")], check=True, timeout=30)
-    pid = int((tmp_path / "sshd.pid").read_text())
+    # sshd forks into the background before it writes its pid file and listens: wait for both.
+    pidfile = tmp_path / "sshd.pid"
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip().isdigit(), 30, "the second sshd's pid file")
+    wait_for(lambda: tcp_answers(lab_host.ip, 2222, timeout=1), 30, "the second sshd on port 2222")
+    pid = int(pidfile.read_text())
     yield host
     for victim in [pid] + children_of(pid):
         try:
@@ -235,9 +241,9 @@ def test_keepalive_gives_up_on_a_host_that_goes_silent(lab, second_sshd, tmp_pat
     and TCP_USER_TIMEOUT turns their going unanswered into a dropped
     connection after DEAD_PEER_SECONDS, as OpenSSH's ServerAliveCountMax does.
     """
-    from tasks.inventory import load_hosts
-    from tasks.remote import RemoteError
-    from tasks.ssh import DEAD_PEER_SECONDS, KEEPALIVE_SECONDS, connect
+    from tasks.runtime.inventory import load_hosts
+    from tasks.runtime.remote import RemoteError
+    from tasks.runtime.ssh import DEAD_PEER_SECONDS, KEEPALIVE_SECONDS, connect
 
     host = second_sshd
     known = tmp_path / "known_hosts"

@@ -175,7 +175,8 @@ def test_copycds_without_a_loop_device_is_a_clear_error(lab, deployed, isos, ssh
     iso, digest = isos["other"]
     docker_on(host, "exec", "xcatmn", "sh", "-c", "rm -f /dev/loop[0-9]*")
     try:
-        proc = fab(lab, [host], "iso", "--src", str(iso))
+        # (xcatfab makes loop devices from the host before copycds: none here, so it has none.)
+        proc = fab(lab, [host], "iso", "--src", str(iso), "--set", "loop_devices=0")
     finally:
         docker_on(host, "restart", "xcatmn")  # the entrypoint creates the loop devices again
     assert proc.returncode == 1
@@ -491,25 +492,27 @@ def test_deploy_of_several_hosts_pulls_from_a_host_that_has_it(lab, test_hosts, 
     """The ISO step's staging as a deploy runs it, host after host (what ``fab -H a,b deploy`` does for
     each host in turn), called in-process to isolate it from the other steps: the second host takes
     the ISO from the first, which the controller's egress counter (the kernel's) shows."""
-    from tasks import iso as isomod
-    from tasks.deploy import DeployOptions
-    from tasks.inventory import IsoSpec, load_hosts
-    from tasks.report import Output
-    from tasks.ssh import connect
-    from tasks.step import Facts, Run
+    from tasks.ops.deploy import DeployOptions
+    from tasks.runtime.config import IsoSpec
+    from tasks.runtime.hostrun import HostRun
+    from tasks.runtime.inventory import load_hosts
+    from tasks.runtime.report import Output
+    from tasks.runtime.ssh import connect
+    from tasks.steps.iso.delivery import IsoOptions, stage
+    from tasks.steps.iso.local import validate_local
 
     first, second = test_hosts[1], test_hosts[2]
     for host in (first, second):
         h = lab.host(host)
         ssh_run(host, f"rm -rf {h.iso_dir}/* {h.xcatfab_state_dir}/iso")
     iso, digest = isos["big"]
-    [local] = isomod.validate_local([IsoSpec(str(iso))])
+    [local] = validate_local([IsoSpec(str(iso))])
     options = DeployOptions()
     with EgressCounter(lab, [first, second], COUNTER_TAG) as egress:
         for cfg in load_hosts(str(lab.inventory), names=[first, second]):
-            run = Run(cfg, connect(cfg, options.connect), Facts(), out=Output(), options=options)
+            run = HostRun(cfg, connect(cfg, options.connect), out=Output(), connect_options=options.connect)
             try:
-                assert isomod.stage(run, local, isomod.IsoOptions(isos=[local], copycds=False)) == digest
+                assert stage(run, local, IsoOptions(isos=[local], copycds=False)) == digest
             finally:
                 run.remote.close()
         sent = egress.read()

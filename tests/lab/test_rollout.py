@@ -173,14 +173,17 @@ def test_dead_dockerd_fails_the_docker_step_of_that_host_only(lab, three, docker
     assert container_running(docker_on, good)
 
 
-def test_fab_dash_h_deploy_still_runs_hosts_one_after_the_other(lab, three, tmp_path):
-    """Fabric's own way: `fab -H a,b deploy` (serial, each host's lines before the next's)."""
+def test_fab_dash_h_deploy_runs_every_host_and_a_failed_one_stops_no_other(lab, three, tmp_path):
+    """`fab -H a,b deploy` goes through the one host executor (issue 13): both hosts run, a host
+    that cannot be reached does not stop the other, and there is one recap for the run."""
     first, second, _ = three
     inventory = make_inventory(lab, tmp_path / "hosts.ini", [first, second])
-    rc, out, err = run_fab("-H", f"{first},{second}", "deploy", "--plan", "--inventory", str(inventory))
-    assert rc == 0, out + err
-    lines = out.splitlines()
-    last_first = max(i for i, line in enumerate(lines) if line.startswith(f"{first} | "))
-    first_second = min(i for i, line in enumerate(lines) if line.startswith(f"{second} | "))
-    assert last_first < first_second
-    assert len(re.findall(r"^RECAP ", out, re.M)) == 2  # one recap per host, as deploy prints
+    with restored(lab, first):
+        stop_sshd(lab, first)
+        rc, out, err = run_fab("-H", f"{first},{second}", "deploy", "--plan", "--inventory", str(inventory))
+    assert rc == 1, out + err
+    assert recap_line(out, first) == f"{first} : ok=0 changed=0 failed=1"
+    assert re.fullmatch(rf"{re.escape(second)} : ok=\d+ changed=\d+ failed=0", recap_line(out, second)), out
+    assert len(re.findall(r"^RECAP ", out, re.M)) == 1  # one recap for the run
+
+

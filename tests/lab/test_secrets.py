@@ -266,7 +266,7 @@ def test_a_secret_masks_itself_in_tracebacks_logs_and_formatting(caplog):
     from rich.console import Console
     from rich.traceback import Traceback
 
-    from tasks.secret import MASK, Secret
+    from tasks.runtime.secret import MASK, Secret
 
     value = "tb-" + secrets.token_urlsafe(18)
     secret = Secret(value, "$XCATFAB_BMC_PASSWORD")

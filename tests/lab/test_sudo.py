@@ -61,9 +61,9 @@ def test_no_sudo_password_at_all_is_a_clear_line(sudo_host):
 
 
 def test_write_file_puts_a_root_owned_file_in_place_through_sudo(lab, sudo_host, ssh_run):
-    from tasks.inventory import load_hosts
-    from tasks.secret import Secret
-    from tasks.ssh import ConnectOptions, connect
+    from tasks.runtime.inventory import load_hosts
+    from tasks.runtime.secret import Secret
+    from tasks.runtime.ssh import ConnectOptions, connect
 
     name, inv, password, _before = sudo_host
     directory = f"{lab.host(name).xcatfab_state_dir}/sudo-write"
@@ -99,7 +99,7 @@ def test_deploy_and_administer_as_a_sudo_user(lab, sudo_host, ssh_run, docker_on
     assert docker_on(name, "inspect", "--format", "{{.State.Running}}", "xcatmn").stdout.strip() == "true"
     addrs = json.loads(ssh_run(name, "ip -j -4 addr show dev mydocker0").stdout)[0]["addr_info"]
     assert [a["local"] for a in addrs] == [h.ip]
-    owner = ssh_run(name, f"stat -c '%U' {h.data_dir}/xcatfab/hosts {h.xcatfab_state_dir}/bridge-restore.sh")
+    owner = ssh_run(name, f"stat -c '%U' {h.data_dir}/xcatfab/hosts {h.xcatfab_state_dir}/network-before.json")
     assert owner.stdout.split() == ["root", "root"]
     # The privileged commands ran through sudo reading the password from stdin, which no
     # command line showed.

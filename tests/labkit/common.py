@@ -46,6 +46,9 @@ BASE_PACKAGES = (
 #: Suite of the stand-in repositories, and the name their public key is served under.
 REPO_SUITE = "bookworm"
 REPO_KEY_NAME = "xcat-lab.asc"
+#: A site's own flat mirror (``deb URL ./``) holding the stand-in under another package name.
+SITE_REPO = "site-flat"
+SITE_PACKAGE = "xcat-site"
 
 
 class LabError(RuntimeError):
@@ -329,18 +332,35 @@ def ensure_base_tarball(log: Callable[[str], None] = print) -> Path:
 # --------------------------------------------------------------------------- stand-in repositories
 
 
-def _build_standin_deb(out: Path, log: Callable[[str], None]) -> Optional[Path]:
-    """Build the stand-in xCAT .deb with tests/standin/build_deb.py; None if that is missing."""
+def _build_standin_deb(out: Path, log: Callable[[str], None], name: str = "xcat") -> Optional[Path]:
+    """Build the stand-in xCAT .deb (package ``name``) with tests/standin/build_deb.py; None if that is missing."""
     builder = PROJECT_DIR / "tests" / "standin" / "build_deb.py"
     if not builder.exists():
         log(f"WARNING: {builder} is missing: the xcat-core repository is served empty")
         return None
     out.mkdir(parents=True, exist_ok=True)
-    run([sys.executable, builder, out], cwd=PROJECT_DIR, timeout=300)
-    debs = sorted(out.glob("xcat_*_all.deb"))
+    run([sys.executable, builder, out, "--name", name], cwd=PROJECT_DIR, timeout=300)
+    debs = sorted(out.glob(f"{name}_*_all.deb"))
     if not debs:
-        raise LabError(f"{builder} made no xcat_*_all.deb in {out}")
+        raise LabError(f"{builder} made no {name}_*_all.deb in {out}")
     return debs[-1]
+
+
+def _flat_repo(top: Path, debs: list, gpg: list, env: dict) -> None:
+    """A flat repository (``deb URL ./``, as air-gapped sites keep their own builds): the
+    packages, Packages(.gz) and a signed Release beside them."""
+    top.mkdir(parents=True, exist_ok=True)
+    for d in debs:
+        shutil.copy2(d, top / d.name)
+    (top / "Packages").write_text(run(["dpkg-scanpackages", "--multiversion", ".", "/dev/null"], cwd=top).stdout)
+    run(["gzip", "-9nkf", top / "Packages"])
+    files = [{"path": rel, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+             for rel in ("Packages", "Packages.gz") for data in [(top / rel).read_bytes()]]
+    date = _dt.datetime.now(_dt.timezone.utc).strftime("%a, %d %b %Y %H:%M:%S UTC")
+    (top / "Release").write_text(render("lab/Release.j2", label=SITE_REPO, suite="", date=date, files=files,
+                                        description="xcatfab lab: a site's own flat mirror, NOT xCAT"))
+    run(gpg + ["--yes", "--digest-algo", "SHA256", "--clearsign", "-o", top / "InRelease", top / "Release"], env=env)
+    run(gpg + ["--yes", "--digest-algo", "SHA256", "-abs", "-o", top / "Release.gpg", top / "Release"], env=env)
 
 
 def _index_repo(top: Path, repo: str, debs: list, gpg: list, env: dict) -> None:
@@ -389,6 +409,8 @@ def build_repos(state: Path, log: Callable[[str], None] = print) -> bool:
         deb = _build_standin_deb(state / "standin", log)
         for repo, debs in (("xcat-core", [deb] if deb else []), ("xcat-dep", [])):
             _index_repo(repo_root / repo, repo, debs, gpg, env)
+        site_deb = _build_standin_deb(state / "standin-site", log, name=SITE_PACKAGE)
+        _flat_repo(repo_root / SITE_REPO, [site_deb] if site_deb else [], gpg, env)
     finally:
         # gpg leaves an agent running; it was started by us, so stop it here.
         run(["gpgconf", "--kill", "all"], env=env, check=False)

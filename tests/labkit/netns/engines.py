@@ -19,7 +19,7 @@ from typing import Iterable, Optional
 
 from tasks.runtime.templating import render
 
-from ..common import DEBIAN_SUITE, LabError, run, stop_pid, write
+from ..common import DEBIAN_SUITE, LabError, run, stop_pid, wait_for, write
 from .hosts import (
     BASE_IMAGE,
     BASE_IMAGE_REPO,
@@ -157,9 +157,7 @@ def reset_docker(host: LabHost, images: bool) -> None:
     every image but the base image); nothing when dockerd is not answering."""
     if host.dockerd_pid() is None or not engine_answers(host):
         return
-    ids = host.docker("ps", "-aq").stdout.split()
-    if ids:
-        host.docker("rm", "-f", "--volumes", *ids)
+    _remove_containers(host)
     custom = host.docker("network", "ls", "-q", "--filter", "type=custom").stdout.split()
     if custom:
         host.docker("network", "rm", *custom)
@@ -168,6 +166,18 @@ def reset_docker(host: LabHost, images: bool) -> None:
         host.docker("volume", "rm", "-f", *volumes)
     if images:
         _remove_images_but_base(host)
+
+
+def _remove_containers(host: LabHost) -> None:
+    """Every container gone: ``docker rm -f`` fails for one whose removal is already in progress
+    (a test's own rm, a restart policy racing it), so remove, then wait until none is listed."""
+    def none_left() -> bool:
+        ids = host.docker("ps", "-aq").stdout.split()
+        if ids:
+            host.docker("rm", "-f", "--volumes", *ids, check=False)
+        return not host.docker("ps", "-aq").stdout.split()
+
+    wait_for(none_left, 60, f"{host.name}'s containers to be removed", interval=1)
 
 
 # --------------------------------------------------------------------------- what engines leave behind

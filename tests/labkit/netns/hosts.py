@@ -60,6 +60,9 @@ CREATED_MARKER = ".made-by-xcatfab-lab"
 #: Short paths for exec-roots (containerd puts unix sockets under them) and the
 #: per-host UTS namespace files. Fixed: one lab per machine.
 RUN_DIR = Path("/run/xcatfab-lab")
+#: The docker client of the engines' own package (docker.io): a real host's client matches its
+#: engine, where a newer client elsewhere on the machine speaks an API the lab's engines lack.
+DOCKER_CLIENT = "/usr/bin/docker"
 #: PATH of the lab's daemons (started with an otherwise empty environment).
 DAEMON_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: cgroup parent of every lab container, so leftovers can be found and removed.
@@ -250,7 +253,7 @@ class LabHost:
     def docker(self, *args: str, check: bool = True, timeout: float = 120,
                input: Optional[str] = None) -> subprocess.CompletedProcess:
         """Run the docker CLI against this host's engine (on the controller)."""
-        return run(["docker", *args], env={"DOCKER_HOST": self.docker_host}, check=check,
+        return run([DOCKER_CLIENT, *args], env={"DOCKER_HOST": self.docker_host}, check=check,
                    timeout=timeout, input=input)
 
     def in_netns(self, *argv: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
