@@ -52,13 +52,31 @@ def node_stanza(node: str, attrs: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def stanza_problem(text: str) -> Optional[str]:
+    """Why xCAT's stanza reader would not give ``text`` back unchanged as a value, or None.
+
+    The reader (xCAT's ``readFileInput``) splits lines, starts a new object at a line
+    ending in ``:``, and trims blanks and double quotes around a value.
+    """
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        return "has a line break or another control character"
+    if text != text.strip():
+        return "has blanks around it"
+    if text.startswith('"') or text.endswith('"'):
+        return "begins or ends with a double quote"
+    if text.endswith(":"):
+        return "ends with ':' (xCAT would read a new object)"
+    return None
+
+
 def _value(flag: str, value, pattern: Optional[str] = None) -> str:
-    """A required flag value that fits on one stanza line (and ``pattern``), or BadInput."""
+    """A required flag value that xCAT reads back as given (and fits ``pattern``), or BadInput."""
     if value is None or not str(value).strip():
         raise BadInput(flag, None, "required")
     value = str(value)
-    if "\n" in value or "\r" in value or value != value.strip():
-        raise BadInput(flag, None, f"{value!r} has a line break or surrounding spaces")
+    problem = stanza_problem(value)
+    if problem:
+        raise BadInput(flag, None, f"{value!r} {problem}")
     if pattern and not re.fullmatch(pattern, value):
         raise BadInput(flag, None, f"{value!r} is not valid")
     return value
@@ -75,8 +93,9 @@ def _set_attrs(req: NodeRequest, set_attr) -> None:
                                                f"BMC passwords come from ${BMC_PASSWORD_ENV}")
         if key in NODE_FLAG_ATTRS:
             raise BadInput("--set-attr", None, f"{key}: set it with {NODE_FLAG_ATTRS[key] or 'nothing (fixed)'}")
-        if "\n" in value or "\r" in value:
-            raise BadInput("--set-attr", None, f"{key}: the value has a line break")
+        problem = stanza_problem(value) if value else None
+        if problem:
+            raise BadInput("--set-attr", None, f"{key}: the value {problem}")
         req.attrs[key] = value
 
 
@@ -86,8 +105,9 @@ def _check_password(password: Optional[Secret]) -> None:
     text = password.reveal()
     if not text:
         raise BadInput("BMC password", None, "empty")
-    if "\n" in text or "\r" in text or text != text.strip():
-        raise BadInput("BMC password", None, "has a line break or surrounding spaces (a stanza cannot carry them)")
+    problem = stanza_problem(text)
+    if problem:
+        raise BadInput("BMC password", None, f"{problem} (a stanza cannot carry it)")
 
 
 def node_request(name, bmc, bmc_user, groups=None, mgt=None, set_attr=(), password=None) -> NodeRequest:

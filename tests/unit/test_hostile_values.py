@@ -1344,9 +1344,6 @@ def test_no_line_break_gets_through_the_node_flags(flag, value):
         node_ops.node_request(args["name"], args["bmc"], args["bmc_user"], set_attr=args["set_attr"])
 
 
-@pytest.mark.xfail(strict=True, reason="tasks/ops/node.py accepts flag values xCAT's stanza reader changes: a value "
-                                       "ending in ':' starts a new object, blanks and double quotes around it are "
-                                       "trimmed (reported; not fixable in a template)")
 @pytest.mark.parametrize("flags", [dict(bmc="fe80::"), dict(bmc_user="admin:"),
                                    dict(set_attr=['usercomment="quoted"']), dict(set_attr=["usercomment= x "])])
 def test_node_flag_values_xcat_would_read_differently_are_refused(flags):
