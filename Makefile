@@ -7,7 +7,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-LAB_PACKAGES := $(shell cat tests/lab/apt-packages.txt 2>/dev/null | sed 's/\#.*//')
+# Both labs: the netns lab's packages, and QEMU and friends for the VM lab.
+LAB_PACKAGES := $(shell cat tests/lab/apt-packages.txt tests/labkit/vm/apt-packages.txt 2>/dev/null | sed 's/\#.*//')
 LAB_STATE ?= /var/lib/xcatfab-lab
 PYTEST_ARGS ?=
 

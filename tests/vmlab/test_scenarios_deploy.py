@@ -96,10 +96,6 @@ def test_teardown_restore_network_then_reboot(scenarios, vmlab):
     assert leftovers.strip() == "", leftovers
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "the rollback's transient timer keeps systemd's default AccuracySec=1min: armed with --on-active=30 "
-    "at 55.06 s of uptime it fired at 139.92 s (85 s later), after xcatfab had given up at 90 s saying "
-    "'the host is unreachable 90s later'; systemd-run needs --timer-property=AccuracySec=1s"))
 def test_rollback_by_the_systemd_timer(scenarios, vmlab):
     """A firewall that drops everything arriving on the new bridge cuts xcatfab off; the
     transient systemd timer on the VM puts the address back on eth0."""
