@@ -117,6 +117,9 @@ def _check_files(cfg: HostConfig) -> None:
     for iso in cfg.isos:
         if not os.path.isfile(iso.path):
             raise BadInput(cfg.where("isos"), "isos", f"{iso.path}: no such file")
+    for key in ("ssh_key", "known_hosts"):
+        if '"' in (getattr(cfg, key) or ""):  # OpenSSH's -o option values quote with '"' and cannot carry one
+            raise BadInput(cfg.where(key), key, f"{getattr(cfg, key)!r}: a path with '\"' cannot be given to OpenSSH")
     if cfg.ssh_key and not os.path.isfile(cfg.ssh_key):
         raise BadInput(cfg.where("ssh_key"), "ssh_key", f"{cfg.ssh_key}: no such file")
 

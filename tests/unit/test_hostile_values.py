@@ -113,7 +113,9 @@ def candidates(key: str, tmp: str) -> list:
     if key in ("state_dir", "iso_dir", "data_dir"):
         return ["/srv/" + payload(t).replace("/", "_"), f"/srv/-{t}@x+y_z.-{t}"]
     if key in ("ssh_key", "known_hosts", "image_tarball"):
-        return [os.path.join(tmp, payload(t).replace("/", "_"))]
+        nasty = os.path.join(tmp, payload(t).replace("/", "_"))
+        # OpenSSH's -o values cannot carry '"' (refused for ssh_key and known_hosts): the rest of the payload
+        return [nasty, nasty.replace('"', "")]
     if key in ("user", "container_name", "docker_network"):
         return [payload(t), f"-{t}", name(t)]
     if key == "mgmt_interface":
