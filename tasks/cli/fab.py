@@ -26,7 +26,7 @@ from dataclasses import replace
 from invoke import Collection
 from invoke.exceptions import Exit
 
-from ..ops.deploy import DeployOptions, check_required, run_host, step_names
+from ..ops.deploy import DeployOptions, check_required, parse_verify, run_host, step_names
 from ..ops.inventory_view import print_inventory
 from ..ops.node import bmc_password, node_request, run_node
 from ..ops.status import print_status, read_status
@@ -48,11 +48,13 @@ def _flags(inventory, limit, set, forks, plan, check, diff, json, verbose, accep
                  serial=serial, max_fail_percent=max_fail_percent)
 
 
-def run_steps(c, names, flags: Flags, targets, task: str, default_all: bool = False, table=None):
+def run_steps(c, names, flags: Flags, targets, task: str, default_all: bool = False, table=None, verify=None):
     """Validate, then run the named steps on every selected host; recap (``table``: the recap
     table too; default: with several hosts); exit status."""
+    with bad_input_exits():
+        mode = parse_verify(verify)
     session = prepare(c, flags, targets, task, default_all, check=lambda cfgs: check_required(cfgs, names))
-    options = DeployOptions(connect=session.connect, plan_only=flags.plan, show_diff=flags.diff)
+    options = DeployOptions(connect=session.connect, plan_only=flags.plan, show_diff=flags.diff, verify=mode)
     if flags.plan and len(session.configs) > 1 and session.serial:
         planned = make_batches([cfg.name for cfg in session.configs], session.serial)
         session.out.line(None, f"PLAN: {len(session.configs)} host(s) in {len(planned)} batch(es) of a real run: "
@@ -63,7 +65,7 @@ def run_steps(c, names, flags: Flags, targets, task: str, default_all: bool = Fa
 
 @xtask
 def deploy(c, inventory=None, limit=None, set=None, plan=False, check=False, diff=False, json=False,
-           verbose=False, forks=None, serial=None, max_fail_percent=None, accept_new_host_keys=False,
+           verbose=False, forks=None, serial=None, max_fail_percent=None, accept_new_host_keys=False, verify=None,
            _targets=None):
     """Bare docker host -> reachable xCAT node: docker, image, bridge, container, xcat-config, iso.
 
@@ -72,14 +74,14 @@ def deploy(c, inventory=None, limit=None, set=None, plan=False, check=False, dif
     """
     flags = _flags(inventory, limit, set, forks, plan, check, diff, json, verbose, accept_new_host_keys,
                    serial, max_fail_percent)
-    return run_steps(c, step_names(), flags, _targets, "deploy")
+    return run_steps(c, step_names(), flags, _targets, "deploy", verify=verify)
 
 
 def _step_task(step: str, doc: str):
     def body(c, inventory=None, limit=None, set=None, plan=False, check=False, diff=False, json=False,
-             verbose=False, forks=None, accept_new_host_keys=False, _targets=None):
+             verbose=False, forks=None, accept_new_host_keys=False, verify=None, _targets=None):
         flags = _flags(inventory, limit, set, forks, plan, check, diff, json, verbose, accept_new_host_keys)
-        return run_steps(c, [step], flags, _targets, step)
+        return run_steps(c, [step], flags, _targets, step, verify=verify)
 
     body.__doc__ = doc
     body.__name__ = step.replace("-", "_")
@@ -96,7 +98,7 @@ xcat_config = _step_task("xcat-config", "Point xCAT's site table and networks at
 @xtask
 def rollout(c, inventory=None, limit=None, set=None, plan=False, check=False, diff=False, json=False,
             verbose=False, forks=None, serial=None, max_fail_percent=None, accept_new_host_keys=False,
-            _targets=None):
+            verify=None, _targets=None):
     """Deploy the inventory's hosts (all, or --limit): batches, a failure threshold, a recap.
 
     Every step of `fab deploy` runs on each selected host, in parallel batches
@@ -108,7 +110,7 @@ def rollout(c, inventory=None, limit=None, set=None, plan=False, check=False, di
                    + ",".join(_targets) + " instead of -H", code=2)
     flags = _flags(inventory, limit, set, forks, plan, check, diff, json, verbose, accept_new_host_keys,
                    serial, max_fail_percent)
-    return run_steps(c, step_names(), flags, None, "rollout", default_all=True, table=True)
+    return run_steps(c, step_names(), flags, None, "rollout", default_all=True, table=True, verify=verify)
 
 
 @xtask(iterable=["src"], help={
@@ -117,7 +119,7 @@ def rollout(c, inventory=None, limit=None, set=None, plan=False, check=False, di
     "copycds": "run copycds after staging (--no-copycds: only stage)",
     "bwlimit": "send at most this many MiB/s from the controller"})
 def iso(c, src=None, checksums=None, copycds=True, bwlimit=None, inventory=None, limit=None, set=None,
-        plan=False, check=False, json=False, verbose=False, forks=None, accept_new_host_keys=False,
+        plan=False, check=False, json=False, verbose=False, forks=None, accept_new_host_keys=False, verify=None,
         _targets=None):
     """Stage ISOs into each host's iso_dir (verified, resumable, relayed host to host), then copycds.
 
@@ -129,6 +131,8 @@ def iso(c, src=None, checksums=None, copycds=True, bwlimit=None, inventory=None,
     SSH); iso_transport=ssh in the inventory keeps every byte inside SSH.
     """
     flags = _flags(inventory, limit, set, forks, plan, check, False, json, verbose, accept_new_host_keys)
+    with bad_input_exits():
+        mode = parse_verify(verify)
     chosen: dict = {}
 
     def check_isos(configs):
@@ -142,7 +146,7 @@ def iso(c, src=None, checksums=None, copycds=True, bwlimit=None, inventory=None,
         if len(session.configs) > 1 and not flags.plan else None
     step_options = {cfg.name: {"iso": IsoOptions(isos=chosen.get(cfg.name, []), copycds=copycds,
                                                  bwlimit=limit_mibs, relay=relay)} for cfg in session.configs}
-    options = DeployOptions(connect=session.connect, plan_only=flags.plan, step_options=step_options)
+    options = DeployOptions(connect=session.connect, plan_only=flags.plan, step_options=step_options, verify=mode)
 
     def one(cfg):
         try:

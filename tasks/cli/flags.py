@@ -35,6 +35,8 @@ HELP = {
     "serial": "batch size: N hosts, N% of the selected hosts, or a list like 1,25% (default: all at once)",
     "max_fail_percent": "stop before the next batch when MORE than this percent of a batch failed "
                         "(a batch in which every host failed always stops)",
+    "verify": "quick (default): trust xcatfab's records (xCAT table stamps, ISO sums taken at staging); "
+              "deep: re-read xCAT's tables and re-hash the staged ISOs on the host",
     "accept_new_host_keys": "record unknown host keys in known_hosts (a changed key is still refused)",
 }
 

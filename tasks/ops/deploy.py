@@ -43,6 +43,21 @@ STEP_CLASSES = (DockerStep, ImageStep, BridgeStep, ContainerStep, XcatConfigStep
 #: Steps that cannot run without the container's static address.
 NEEDS_CONTAINER_IP = ("container", "xcat-config")
 
+#: ``--verify``: ``quick`` trusts xcatfab's records (the xCAT table stamp kept on the
+#: controller, the ISO sums recorded on the host at staging); ``deep`` re-reads xCAT's
+#: tables and re-hashes every recorded ISO on the host, in the same one fact round trip.
+VERIFY_MODES = ("quick", "deep")
+
+
+def parse_verify(value) -> str:
+    """``--verify`` as given (None: the default, quick) -> ``quick`` or ``deep``; else bad input."""
+    if value is None or value == "":
+        return "quick"
+    text = str(value).strip().lower()
+    if text not in VERIFY_MODES:
+        raise BadInput("--verify", None, f"{value!r} is not one of: {', '.join(VERIFY_MODES)}")
+    return text
+
 
 def step_names() -> list[str]:
     return [c.name for c in STEP_CLASSES]
@@ -75,6 +90,8 @@ class DeployOptions:
     step_options: dict = field(default_factory=dict)
     #: ``--diff``: report the before/after of every file a step writes.
     show_diff: bool = False
+    #: ``--verify``: ``quick`` (trust the records) or ``deep`` (re-read tables, re-hash ISOs).
+    verify: str = "quick"
 
 
 def fragments_of(steps) -> list[str]:
@@ -82,9 +99,14 @@ def fragments_of(steps) -> list[str]:
     return ordered(fragment for step in steps for fragment in step.fragments)
 
 
-def fact_context(cfg) -> dict:
-    """Template variables of the fact script: the settings plus what the controller remembers."""
-    return dict(cfg.as_template_vars(), xcat_known_stamp=known_stamp(cfg),
+def fact_context(cfg, verify: str = "quick") -> dict:
+    """Template variables of the fact script: the settings plus what the controller remembers.
+
+    ``verify="deep"`` passes no table stamp (so xCAT's tables are read) and asks the
+    ``iso`` fragment to hash every ISO it holds a record of.
+    """
+    deep = verify == "deep"
+    return dict(cfg.as_template_vars(), xcat_known_stamp="" if deep else known_stamp(cfg), iso_deep=deep,
                 container_address=str(cfg.container_ip.ip) if cfg.container_ip else "")
 
 
@@ -96,7 +118,7 @@ def open_run(cfg, options: DeployOptions, out: Optional[Output], report: HostRep
         _report(report, out, StepResult("connect", FAILED, error=exc.message))
         return None
     return HostRun(cfg, remote, out=out, plan_only=options.plan_only, show_diff=options.show_diff,
-                   reconnect=lambda: connect(cfg, options.connect), context=fact_context(cfg),
+                   reconnect=lambda: connect(cfg, options.connect), context=fact_context(cfg, options.verify),
                    connect_options=options.connect, step_options=options.step_options.get(cfg.name, {}))
 
 

@@ -7,8 +7,10 @@ until the file is known to be on disk: such a record holds in that boot
 only), resumable
 ``.part`` files, and what copycds copied (``state_dir/iso/copied/SHA256``
 with the distro and arch, checked against ``data_dir/install/D/A`` and the
-osdistro table). No docker exec, no hashing: a converged run reads no ISO.
-This module is the fragment's one parser.
+osdistro table). No docker exec, no hashing: a converged run reads no ISO —
+unless the run asked for ``--verify deep``: then the fragment also hashes every
+file it holds a record of (section ``iso.hashed``), and a record counts only
+when that fresh hash agrees with it. This module is the fragment's one parser.
 """
 
 from __future__ import annotations
@@ -108,12 +110,31 @@ def copied_media(facts) -> dict:
     return media
 
 
+def hashed_sums(facts) -> Optional[dict]:
+    """``--verify deep``: the sha256 the fact script just computed, by file name (None: not asked)."""
+    if "iso.hashed" not in facts:
+        return None
+    sums = {}
+    for line in facts.lines("iso.hashed"):
+        digest, _sep, name = line.partition(" ")
+        if SHA256.fullmatch(digest) and name:
+            sums[name] = digest
+    return sums
+
+
 def staged_sum(facts, name: str) -> Optional[str]:
-    """The sha256 of ``iso_dir/name`` per xcatfab's record, when the record still describes the file."""
+    """The sha256 of ``iso_dir/name`` per xcatfab's record, when the record still describes the file.
+
+    Under ``--verify deep`` the file was hashed again by the fact script: the fresh
+    sum is the file's sum (a copy changed in place, size, mtime and inode kept, shows).
+    """
     found = host_files(facts).get(name)
     record = host_records(facts).get(name)
     if not found or not record or (record.size, record.mtime_ns, record.ino) != (found.size, found.mtime_ns, found.ino):
         return None
+    fresh = hashed_sums(facts)
+    if fresh is not None:
+        return fresh.get(name)  # deep: the file's sum now, whatever the record says
     if record.boot is not None and record.boot != boot_id(facts):
         return None  # written before a restart, and maybe never put on disk: hash the file again
     return record.sha256
