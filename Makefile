@@ -12,7 +12,7 @@ LAB_PACKAGES := $(shell cat tests/lab/apt-packages.txt tests/labkit/vm/apt-packa
 LAB_STATE ?= /var/lib/xcatfab-lab
 PYTEST_ARGS ?=
 
-.PHONY: all venv lab-deps test unit demo bench lint clean lab-down
+.PHONY: all venv lab-deps test unit demo bench bench-quick lint clean lab-down
 
 all: venv
 
@@ -52,8 +52,14 @@ demo: venv lab-deps
 	@echo "  ssh -F $(LAB_STATE)/ssh_config lab1 docker ps"
 	@echo "  $(BIN)/inv lab.down        # when done"
 
+# Every benchmark (issue 15: converge at N = 1, 4, 8, 16, scale, ISO staging): about an hour;
+# BENCHMARKS.md rewritten. Share the lab: flock /run/xcatfab-lab.lock make bench
 bench: venv lab-deps
 	$(BIN)/python bench/run.py
+
+# Five minutes: N = 1 and 4, 3 runs, the floor, xcatfab (quick and deep) and pyinfra; JSON only.
+bench-quick: venv lab-deps
+	$(BIN)/python bench/run.py --quick
 
 lint: venv
 	$(BIN)/ruff check tasks tests bench fabfile.py

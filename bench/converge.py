@@ -66,14 +66,31 @@ PEERS = ROOT / "bench" / "peers"
 RESULTS = ROOT / "bench" / "results"
 MARKDOWN = ROOT / "BENCHMARKS.md"
 SECTION = "Converge"
-TOOLS = ["floor", "xcatfab", "pyinfra", "ansible-tuned", "ansible-default"]
+TOOLS = ["floor", "xcatfab", "xcatfab-deep", "pyinfra", "ansible-tuned", "ansible-default"]
 LABELS = {
     "floor": "floor: N parallel `ssh HOST true` (OpenSSH)",
-    "xcatfab": "xcatfab",
-    "pyinfra": "pyinfra",
-    "ansible-tuned": "Ansible, tuned (pipelining, no facts, forks=N)",
-    "ansible-default": "Ansible, default (facts, no pipelining)",
+    "xcatfab": "xcatfab (quick)",
+    "xcatfab-deep": "xcatfab `--verify deep`",
+    "pyinfra": "pyinfra (deep)",
+    "ansible-tuned": "Ansible, tuned (pipelining, no facts, forks=N; deep)",
+    "ansible-default": "Ansible, default (facts, no pipelining; deep)",
 }
+#: What each tool checks on a no-op run besides the Docker/bridge state: "quick" trusts a record
+#: (no table read, no ISO byte read), "deep" reads xCAT's tables and hashes the staged ISO every run.
+CHECKS = {
+    "floor": ("–", "nothing (one `true`)"),
+    "xcatfab": ("quick", "tables: skipped while the controller's stamp of the table files matches; "
+                         "ISO: the sha256 recorded on the host at staging, trusted while size/mtime/inode match"),
+    "xcatfab-deep": ("deep", "tables: `tabdump site` and `tabdump networks` every run; "
+                             "ISO: sha256 of the staged file on the host every run"),
+    "pyinfra": ("deep", "tables: `tabdump site` and `tabdump networks` every run; ISO: sha1 of the staged "
+                        "file every run (files.put)"),
+    "ansible-tuned": ("deep", "tables: `tabdump site` and `tabdump networks` every run; ISO: sha1 of the "
+                              "staged file every run (copy with checksum)"),
+    "ansible-default": ("deep", "as tuned, plus fact gathering and no pipelining"),
+}
+#: Tools that are xcatfab (recap parsing, self-reported counts).
+XCATFAB_TOOLS = ("xcatfab", "xcatfab-deep")
 ISO_NAME = "bench-64m.iso"
 ISO_PAYLOAD = 64 * 1024 * 1024 - 512 * 1024  # the ISO's own structures bring it to ~64 MiB
 ISO_DISTRO, ISO_ARCH = "rhels9.4", "x86_64"
@@ -248,8 +265,8 @@ def noop_table(n: int, stats: dict, tools: list) -> str:
 
 def summary_table(ns: list, noop: dict, tools: list) -> str:
     """One row per tool, one column per N (median), plus the × floor range."""
-    head = "| no-op converge, median | " + " | ".join(f"N={n}" for n in ns) + " | × floor |"
-    lines = [head, "|---|" + "---|" * (len(ns) + 1)]
+    head = "| no-op converge, median | checks | " + " | ".join(f"N={n}" for n in ns) + " | × floor |"
+    lines = [head, "|---|---|" + "---|" * (len(ns) + 1)]
     for tool in tools:
         cells, ratios = [], []
         for n in ns:
@@ -261,7 +278,45 @@ def summary_table(ns: list, noop: dict, tools: list) -> str:
                 ratios.append(r)
         span = "–" if not ratios else (f"{min(ratios):.2f}" if len(ratios) == 1 or round(min(ratios), 2) ==
                                         round(max(ratios), 2) else f"{min(ratios):.2f}–{max(ratios):.2f}")
-        lines.append(f"| {LABELS.get(tool, tool)} | " + " | ".join(cells) + f" | {span} |")
+        check = CHECKS.get(tool, ("?", ""))[0]
+        lines.append(f"| {LABELS.get(tool, tool)} | {check} | " + " | ".join(cells) + f" | {span} |")
+    return "\n".join(lines)
+
+
+def checks_table(tools: list) -> str:
+    """What each row checks on a no-op run: quick (trusts a record) or deep (reads everything)."""
+    lines = ["| row | kind | xCAT tables and staged ISO on a no-op run |", "|---|---|---|"]
+    for tool in tools:
+        kind, what = CHECKS.get(tool, ("?", "?"))
+        lines.append(f"| {LABELS.get(tool, tool)} | {kind} | {what} |")
+    return "\n".join(lines)
+
+
+def per_extra_host(first: dict, tool: str) -> Optional[float]:
+    """First converge: the wall time each host beyond the first adds, from the smallest to the largest N."""
+    points = sorted((int(n), r[tool]["seconds"]) for n, r in first.items()
+                    if tool in r and not r[tool].get("rc"))
+    if len(points) < 2 or points[-1][0] == points[0][0]:
+        return None
+    (n0, t0), (n1, t1) = points[0], points[-1]
+    return (t1 - t0) / (n1 - n0)
+
+
+def usage_table(ns: list, noop: dict, tools: list) -> str:
+    """Controller CPU seconds per host and the peak RSS of one run (medians over the run's rounds)."""
+    head = ("| controller cost of one no-op run | " + " | ".join(f"N={n} CPU/host, peak RSS" for n in ns) + " |")
+    lines = [head, "|---|" + "---|" * len(ns)]
+    for tool in tools:
+        cells = []
+        for n in ns:
+            usage = [u for u in ((noop.get(str(n)) or {}).get(tool) or {}).get("usage") or [] if u]
+            if not usage:
+                cells.append("–")
+                continue
+            cpu = statistics.median(u["cpu_seconds"] for u in usage) / n
+            rss = statistics.median(u["maxrss_mib"] for u in usage)
+            cells.append(f"{cpu:.3f} s, {rss:.0f} MiB")
+        lines.append(f"| {LABELS.get(tool, tool)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -317,16 +372,35 @@ def markdown_section(results: dict) -> str:
         "",
         f"xcatfab was run as: {results['xcatfab_mode']}.",
         "",
+        "What each row checks (every tool also checks docker.io, the image, the bridge, the Docker network and "
+        "the container; \"quick\" trusts a record, \"deep\" reads the tables and the ISO's bytes every run):",
+        "",
+        checks_table(tools),
+        "",
         summary_table(ns, results["noop"], tools),
         "",
     ]
+    for n, left in sorted((results.get("skipped") or {}).items(), key=lambda kv: int(kv[0])):
+        out += [f"Not run at N={n} (`--max-n`, for the run's time): " + ", ".join(LABELS.get(t, t) for t in left)
+                + ".", ""]
     goal = goal_line(ns, results["noop"])
     if goal:
         out += [goal, ""]
+    goals = issue15_goals(ns, results["noop"], results.get("hash_seconds"))
+    if goals:
+        out += ["Goals of issue 15:", ""] + [f"- {g}" for g in goals] + [""]
     for n in ns:
         out += [noop_table(n, results["noop"].get(str(n), {}), tools), ""]
     if results.get("first"):
-        out += [first_table(ns, results["first"], tools), ""]
+        out += [first_table(ns, results["first"], results.get("first_tools") or tools), ""]
+        extra = [(t, per_extra_host(results["first"], t)) for t in (results.get("first_tools") or tools)]
+        extra = [f"{LABELS.get(t, t)} {v:.2f} s" for t, v in extra if v is not None]
+        if extra:
+            out += ["First converge, wall time added per host beyond the smallest N: " + "; ".join(extra) + ".", ""]
+    if any((results["noop"].get(str(n)) or {}).get(t, {}).get("usage") for n in ns for t in tools):
+        out += [usage_table(ns, results["noop"], tools), "",
+                "CPU: user+system seconds of the tool's process and the children it waited for (ssh, workers), "
+                "per host; peak RSS: the largest single process of the run (`wait4`).", ""]
     if results.get("counts"):
         out += [counts_table(results["counts"], tools), ""]
     out += ["Runs that failed or changed anything are no no-op runs: they are left out of the statistics "
@@ -352,6 +426,30 @@ def goal_line(ns: list, noop: dict) -> str:
         parts.append(text)
     return ("Goal of issue 7 (xcatfab's median ≤ 2× the floor and below pyinfra at every N): " + "; ".join(parts)
             + ".") if parts else ""
+
+
+def issue15_goals(ns: list, noop: dict, hashed: Optional[dict]) -> list:
+    """Issue 15's converge goals read off the medians, each met or the gap."""
+    out = []
+    for n in ns:
+        stats = noop.get(str(n)) or {}
+        f = (stats.get("floor") or {}).get("median")
+        x = (stats.get("xcatfab") or {}).get("median")
+        d = (stats.get("xcatfab-deep") or {}).get("median")
+        p = (stats.get("pyinfra") or {}).get("median")
+        if f is None:
+            continue
+        if x is not None:
+            limit = 1.5 if n == 1 else 1.3
+            verdict = "met" if x <= limit * f else f"NOT met (gap {x - limit * f:.2f} s)"
+            out.append(f"N={n}: quick no-op {x / f:.2f}× the floor, goal ≤ {limit}×: {verdict}"
+                       + ("" if p is None else (", below pyinfra" if x < p else ", NOT below pyinfra")))
+        if d is not None and hashed and hashed.get("seconds") is not None:
+            budget = 2 * f + hashed["seconds"]
+            verdict = "met" if d <= budget else f"NOT met (gap {d - budget:.2f} s)"
+            out.append(f"N={n}: deep no-op {d:.2f} s, goal ≤ 2× floor + one hash of the ISO "
+                       f"({2 * f:.2f} + {hashed['seconds']:.2f} = {budget:.2f} s): {verdict}")
+    return out
 
 
 def replace_section(document: str, title: str, body: str) -> str:
@@ -529,6 +627,8 @@ class Runner:
                      if self.xcatfab_iso else [])
         self.inventories: dict = {}
         self.seq = 0
+        #: More `fab rollout` arguments (the scale benchmark's `--serial 25%`).
+        self.rollout_args: list = []
         self.write_inventories(hosts)
 
     # -- inventories for the peers, one per host list
@@ -583,13 +683,15 @@ class Runner:
         """[(argv, env, cwd)] started together for one run of ``tool`` on ``hosts``."""
         if tool == "floor":
             return [(["ssh", "-F", str(self.lab.ssh_config), h, "true"], self._env(), None) for h in hosts]
-        if tool == "xcatfab":
+        if tool in XCATFAB_TOOLS:
             env = self._env(XCATFAB_COUNTS="1")
             inv = str(self.lab.inventory)
+            extra = ["--verify", "deep"] if tool == "xcatfab-deep" else []
             if self.rollout:
-                return [([self.fab, "rollout", "--inventory", inv, "--limit", ",".join(hosts), *self.sets],
-                         env, str(ROOT))]
-            return [([self.fab, "-H", h, "deploy", "--inventory", inv, *self.sets], env, str(ROOT)) for h in hosts]
+                return [([self.fab, "rollout", "--inventory", inv, "--limit", ",".join(hosts), *self.sets, *extra,
+                          *self.rollout_args], env, str(ROOT))]
+            return [([self.fab, "-H", h, "deploy", "--inventory", inv, *self.sets, *extra], env, str(ROOT))
+                    for h in hosts]
         inv = self.inventory_for(hosts)
         if tool == "pyinfra":
             venv = self.venvs["pyinfra"]
@@ -621,14 +723,11 @@ class Runner:
         procs = [subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL)
                  for (argv, env, cwd), out in zip(cmds, outputs)]
-        rcs = []
-        for proc in procs:
-            try:
-                rcs.append(proc.wait(timeout=RUN_TIMEOUT))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                rcs.append(proc.wait())
+        waited = [wait_with_usage(proc, started + RUN_TIMEOUT) for proc in procs]
         seconds = time.perf_counter() - started
+        rcs = [rc for rc, _usage in waited]
+        usage = {"cpu_seconds": sum(u["cpu_seconds"] for _rc, u in waited),
+                 "maxrss_mib": max((u["maxrss_mib"] for _rc, u in waited), default=0.0)}
         text = ""
         for out in outputs:
             out.seek(0)
@@ -644,8 +743,9 @@ class Runner:
         accepted = {h: count_accepted(_read_from(logs[h], offsets[h])) for h in hosts}
         rc = max(rcs) if rcs else 0
         return {"seconds": seconds, "rc": rc, "changed": changed_by_host(tool, text, hosts),
-                "connections": accepted, "self_counts": parse_xcatfab_counts(text) if tool == "xcatfab" else {},
-                "output_tail": text[-3000:] if rc else ""}
+                "connections": accepted,
+                "self_counts": parse_xcatfab_counts(text) if tool in XCATFAB_TOOLS else {},
+                "usage": usage, "output_tail": text[-3000:] if rc else ""}
 
 
 def restat(s: dict) -> dict:
@@ -669,8 +769,27 @@ def is_noop(result: dict) -> bool:
 def changed_by_host(tool: str, text: str, hosts: list) -> dict:
     if tool == "floor":
         return {h: 0 for h in hosts}
-    parsed = parse_pyinfra(text) if tool == "pyinfra" else parse_recap(text)
+    parsed = parse_pyinfra(text) if tool == "pyinfra" else parse_recap(text)  # xcatfab and Ansible: a recap
     return {h: (parsed.get(h) or {}).get("changed") for h in hosts}
+
+
+def wait_with_usage(proc: subprocess.Popen, deadline: float) -> tuple:
+    """Wait for ``proc`` (killed at ``deadline``, a perf_counter value) -> (exit status, its resource usage).
+
+    ``os.wait4`` gives the process's own CPU time and peak RSS together with those of
+    the descendants it waited for (a tool's workers and ssh children).
+    """
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.perf_counter() > deadline:
+            proc.kill()
+            pid, status, usage = os.wait4(proc.pid, 0)
+            break
+        time.sleep(0.005)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, {"cpu_seconds": usage.ru_utime + usage.ru_stime, "maxrss_mib": usage.ru_maxrss / 1024}
 
 
 def _size(path: Path) -> int:
@@ -738,9 +857,10 @@ def count_one(runner: Runner, tool: str, host: str) -> dict:
     counts = {"accepted": result["connections"].get(host), **parsed, "rc": result["rc"],
               "changed": result["changed"].get(host)}
     own = result["self_counts"].get(host)
-    if tool == "xcatfab" and not own and runner.rollout:
+    if tool in XCATFAB_TOOLS and not own and runner.rollout:
         # `fab rollout` does not print XCATFAB_COUNTS: ask `fab -H` on the same host (untimed, not traced).
-        argv = [runner.fab, "-H", host, "deploy", "--inventory", str(runner.lab.inventory), *runner.sets]
+        argv = [runner.fab, "-H", host, "deploy", "--inventory", str(runner.lab.inventory), *runner.sets,
+                *(["--verify", "deep"] if tool == "xcatfab-deep" else [])]
         proc = subprocess.run(argv, cwd=str(ROOT), capture_output=True, text=True,
                               env=runner._env(XCATFAB_COUNTS="1"))
         own = parse_xcatfab_counts(proc.stdout + proc.stderr).get(host)
@@ -762,12 +882,27 @@ def prepare_images(runner: Runner, hosts: list) -> None:
         raise SystemExit(f"bench: the image step failed:\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
 
 
-def run_first(runner: Runner, ns: list, hosts: list, tools: list) -> dict:
+def tools_at(n: int, tools: list, max_n: dict) -> list:
+    """The tools run at N=``n``: those without a cap (``max_n``: tool -> largest N) or within it."""
+    return [t for t in tools if n <= max_n.get(t, n)]
+
+
+def skipped_runs(ns: list, tools: list, max_n: dict) -> dict:
+    """N -> the tools NOT run at that N (by ``--max-n``): said in the results, never dropped silently."""
+    out = {}
+    for n in ns:
+        left = [t for t in tools if t not in tools_at(n, tools, max_n)]
+        if left:
+            out[str(n)] = left
+    return out
+
+
+def run_first(runner: Runner, ns: list, hosts: list, tools: list, max_n: Optional[dict] = None) -> dict:
     first: dict = {}
     for n in ns:
         chosen = hosts[:n]
-        for tool in tools:
-            if tool == "floor":
+        for tool in tools_at(n, tools, max_n or {}):
+            if tool in ("floor", "xcatfab-deep"):  # deep changes nothing on a first converge: one xcatfab row
                 continue
             log(f"first converge, N={n}, {tool}: resetting {', '.join(chosen)}")
             for h in chosen:
@@ -777,18 +912,19 @@ def run_first(runner: Runner, ns: list, hosts: list, tools: list) -> dict:
             log(f"first converge, N={n}, {tool}: {result['seconds']:.2f} s ({state})")
             if result["rc"]:
                 print(result["output_tail"], file=sys.stderr)
-            first.setdefault(str(n), {})[tool] = {k: result[k] for k in ("seconds", "rc", "changed")}
+            first.setdefault(str(n), {})[tool] = {k: result[k] for k in ("seconds", "rc", "changed", "usage")}
     return first
 
 
-def run_warmup(runner: Runner, hosts: list, tools: list) -> list:
-    """Each tool once (xcatfab first and last), so every tool sees converged hosts."""
+def run_warmup(runner: Runner, hosts: list, tools: list, max_n: Optional[dict] = None) -> list:
+    """Each tool once (xcatfab first and last), so every tool sees converged hosts (a capped tool: the
+    hosts it runs on)."""
     order = [t for t in tools if t != "floor"]
     if "xcatfab" in order:
         order = ["xcatfab"] + [t for t in order if t != "xcatfab"] + ["xcatfab"]
     log_rows = []
     for tool in order:
-        result = runner.run(tool, hosts)
+        result = runner.run(tool, hosts[:(max_n or {}).get(tool, len(hosts))])
         log(f"warm-up {tool}: {result['seconds']:.2f} s rc={result['rc']} changed={result['changed']}")
         if result["rc"]:
             print(result["output_tail"], file=sys.stderr)
@@ -796,13 +932,14 @@ def run_warmup(runner: Runner, hosts: list, tools: list) -> list:
     return log_rows
 
 
-def run_noop(runner: Runner, ns: list, hosts: list, tools: list, runs: int) -> dict:
+def run_noop(runner: Runner, ns: list, hosts: list, tools: list, runs: int, max_n: Optional[dict] = None) -> dict:
     noop: dict = {}
     for n in ns:
         chosen = hosts[:n]
-        raw: dict = {t: [] for t in tools}
+        here = tools_at(n, tools, max_n or {})
+        raw: dict = {t: [] for t in here}
         for r in range(runs):
-            for tool in rotate(tools, r):
+            for tool in rotate(here, r):
                 result = runner.run(tool, chosen)
                 raw[tool].append(result)
                 changed = sum(v or 0 for v in result["changed"].values())
@@ -814,11 +951,42 @@ def run_noop(runner: Runner, ns: list, hosts: list, tools: list, runs: int) -> d
         for tool, results in raw.items():
             s = {"runs": [round(x["seconds"], 4) for x in results], "rcs": [x["rc"] for x in results],
                  "changed": [x["changed"] for x in results], "connections": [x["connections"] for x in results]}
-            if tool == "xcatfab":
+            s["usage"] = [x.get("usage") for x in results]
+            if tool in XCATFAB_TOOLS:
                 s["self_counts"] = [x["self_counts"] for x in results]
             stats[tool] = restat(s)
         noop[str(n)] = stats
     return noop
+
+
+def parse_max_n(text: str, tools: list) -> dict:
+    """``TOOL=N,...`` -> {tool: N}; an unknown tool or a bad N is an error."""
+    out = {}
+    for item in parse_list(text):
+        tool, sep, value = item.partition("=")
+        if not sep or tool not in TOOLS or not value.isdigit() or int(value) < 1:
+            raise SystemExit(f"bench: --max-n: expected TOOL=N with TOOL one of {', '.join(TOOLS)}, got {item!r}")
+        if tool in tools:
+            out[tool] = int(value)
+    return out
+
+
+def hash_seconds(lab, host: str, iso: dict) -> Optional[dict]:
+    """What hashing the staged ISO once costs on a lab host: ``ssh HOST sha256(ISO)`` minus ``ssh HOST true``
+    (medians of 3), the page cache warm as in a no-op run."""
+    path = f"{lab.host(host).iso_dir}/{iso['name']}"
+    code = ("python3 -c 'import hashlib,sys; h=hashlib.sha256(); f=open(sys.argv[1],\"rb\"); "
+            "[h.update(b) for b in iter(lambda: f.read(1<<20), b\"\")]; print(h.hexdigest())' " + path)
+    hashed, plain = [], []
+    for _ in range(3):
+        for argv, into in ((["ssh", "-F", str(lab.ssh_config), host, code], hashed),
+                           (["ssh", "-F", str(lab.ssh_config), host, "true"], plain)):
+            started = time.perf_counter()
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+            if proc.returncode != 0:
+                return None
+            into.append(time.perf_counter() - started)
+    return {"seconds": max(0.0, statistics.median(hashed) - statistics.median(plain)), "bytes": iso["size"]}
 
 
 def bashrc_overhead(lab, host: str) -> Optional[dict]:
@@ -841,6 +1009,10 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--hosts", default=None, help="lab hosts to use (default: $XCATFAB_BENCH_HOSTS or "
                                                       "the lab's first max(N))")
     parser.add_argument("--tools", default=",".join(TOOLS))
+    parser.add_argument("--max-n", default=os.environ.get("XCATFAB_BENCH_MAX_N", ""),
+                        help="TOOL=N,...: run TOOL at N up to this only (e.g. ansible-default=4; said in the "
+                             "results)")
+    parser.add_argument("--first-tools", default=None, help="tools of the first-converge phase (default: --tools)")
     parser.add_argument("--skip-first", action="store_true", help="no first-converge phase (no host reset)")
     parser.add_argument("--skip-counts", action="store_true", help="no strace counting pass")
     parser.add_argument("--markdown", default=str(MARKDOWN), help="file whose Converge section is rewritten")
@@ -863,6 +1035,8 @@ def main(argv: Optional[list] = None) -> int:
     if unknown or not ns or args.runs < 1:
         raise SystemExit(f"bench: bad --tools/--n/--runs ({', '.join(unknown)})")
     tools = [t for t in TOOLS if t in tools]  # the documented order
+    max_n = parse_max_n(args.max_n, tools)
+    first_tools = [t for t in tools if t in (parse_list(args.first_tools) if args.first_tools else tools)]
     need = max(ns)
     explicit = bool(parse_list(args.hosts) or parse_list(os.environ.get("XCATFAB_BENCH_HOSTS")))
     lab = acquire_lab(need, explicit)
@@ -882,7 +1056,8 @@ def main(argv: Optional[list] = None) -> int:
     results = {
         "command": " ".join(["python bench/converge.py", *(argv if argv is not None else sys.argv[1:])]),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "ns": ns, "runs": args.runs, "tools": tools, "hosts": hosts,
+        "ns": ns, "runs": args.runs, "tools": tools, "hosts": hosts, "max_n": max_n,
+        "skipped": skipped_runs(ns, tools, max_n), "first_tools": first_tools,
         "machine": machine_info(), "versions": tool_versions(venvs),
         "xcatfab_mode": runner.xcatfab_mode(), "iso": iso,
         "ansible_volume_comparison": runner.volume_comparison,
@@ -892,8 +1067,8 @@ def main(argv: Optional[list] = None) -> int:
         log(f"version: {k} {v}")
     prepare_images(runner, hosts)
     if not args.skip_first:
-        results["first"] = run_first(runner, ns, hosts, tools)
-    results["warmup"] = run_warmup(runner, hosts, tools)
+        results["first"] = run_first(runner, ns, hosts, first_tools, max_n)
+    results["warmup"] = run_warmup(runner, hosts, tools, max_n)
     if not args.skip_counts and shutil.which("strace"):
         results["counts"] = {}
         for tool in tools:
@@ -902,7 +1077,8 @@ def main(argv: Optional[list] = None) -> int:
             log(f"counts {tool}: connections={c['accepted']} sessions={c['sessions']} commands={c['commands']}"
                 + (f" (own: {c['self_reported']})" if c.get("self_reported") else ""))
     results["bashrc"] = bashrc_overhead(lab, hosts[0])
-    results["noop"] = run_noop(runner, ns, hosts, tools, args.runs)
+    results["hash_seconds"] = hash_seconds(lab, hosts[0], runner.iso)
+    results["noop"] = run_noop(runner, ns, hosts, tools, args.runs, max_n)
     results["notes"] = notes(results, runner)
 
     RESULTS.mkdir(parents=True, exist_ok=True)

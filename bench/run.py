@@ -1,6 +1,7 @@
 """``make bench``: every benchmark, end to end (a thin dispatcher).
 
-    python bench/run.py                      # all benchmarks with their defaults
+    python bench/run.py                      # all benchmarks with their defaults (`make bench`)
+    python bench/run.py --quick              # a 5-minute subset, BENCHMARKS.md untouched (`make bench-quick`)
     python bench/run.py converge [ARGS...]   # one benchmark, ARGS passed on (see its --help)
 
 Before anything runs, the Debian packages the benchmarks need on this machine
@@ -26,7 +27,26 @@ if str(ROOT) not in sys.path:
 #: Benchmarks in the order ``make bench`` runs them: name -> module with ``main(argv) -> int``.
 BENCHMARKS = {
     "converge": "bench.converge",
+    "scale": "bench.scale",
     "iso": "bench.iso",
+}
+
+#: ``make bench``: each benchmark's arguments. The lab is brought up with 16 hosts by the
+#: first benchmark when no healthy lab with enough hosts runs. Ansible is run at N <= 4
+#: (tuned) and N = 1 (default) only: at 16 hosts its no-op rounds alone take ~10 minutes.
+FULL = {
+    "converge": ["--n", "1,4,8,16", "--runs", "5", "--max-n", "ansible-tuned=4,ansible-default=1",
+                 "--first-tools", "xcatfab,pyinfra,ansible-tuned"],
+    "scale": ["--serial-runs", "3", "--relay-n", "8", "--relay-mib", "1024"],
+    "iso": [],
+}
+
+#: ``make bench-quick`` (about 5 minutes): N = 1 and 4, 3 runs, the floor, xcatfab (quick and
+#: deep) and pyinfra, the 64 MiB ISO; no first converge, no counting pass, nothing written
+#: into BENCHMARKS.md (the JSON goes to bench/results/).
+QUICK = {
+    "converge": ["--n", "1,4", "--runs", "3", "--tools", "floor,xcatfab,xcatfab-deep,pyinfra", "--skip-first",
+                 "--skip-counts", "--no-markdown"],
 }
 
 #: Debian packages -> why the benchmarks need them.
@@ -68,7 +88,9 @@ def main(argv=None) -> int:
         print(__doc__)
         print("benchmarks: " + ", ".join(BENCHMARKS))
         return 0
-    if argv and not argv[0].startswith("-"):
+    if argv == ["--quick"]:
+        selected = dict(QUICK)
+    elif argv and not argv[0].startswith("-"):
         name, rest = argv[0], argv[1:]
         if name not in BENCHMARKS:
             raise SystemExit(f"[bench] unknown benchmark {name!r} (have: {', '.join(BENCHMARKS)})")
@@ -77,7 +99,7 @@ def main(argv=None) -> int:
         raise SystemExit("[bench] name the benchmark the arguments are for: python bench/run.py NAME ARGS "
                          f"(have: {', '.join(BENCHMARKS)})")
     else:
-        selected = {name: [] for name in BENCHMARKS}
+        selected = dict(FULL)
     ensure_apt_packages()
     status = 0
     for name, args in selected.items():

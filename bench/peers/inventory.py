@@ -3,10 +3,12 @@
 pyinfra and Ansible must converge the SAME target state as ``fab deploy``, so
 nothing here is typed twice: :func:`host_spec` takes a resolved
 :class:`tasks.inventory.HostConfig` and asks xcatfab's own step modules for
-the container's binds, environment, capabilities, device rules, extra host,
-the Docker network's subnet/gateway/ip-range/options, the two files the
-container's entrypoint copies into /etc, the data directories and the xCAT
-site values. The peers receive that as plain host data:
+the container's binds (/etc/hosts and resolv.conf bind-mounted from
+data_dir/xcatfab/), its stable MAC, capabilities and device rules (no extra
+environment, no extra host), the Docker network's subnet/gateway/ip-range/
+options, the content of those two /etc files, the data directories, the xCAT
+site values and the networks-table entry xcatfab creates (``usercomment=xcatfab``).
+The peers receive that as plain host data:
 
 * :func:`ansible_inventory` -> a YAML (JSON) inventory, group ``xcat_hosts``,
   reaching each host through the lab's OpenSSH ``ssh_config``;
@@ -40,7 +42,7 @@ def host_spec(cfg, iso: Optional[dict] = None) -> dict:
         resolv_text,
     )
     from tasks.steps.container.spec import docker_network_mode
-    from tasks.steps.xcat import wanted_site
+    from tasks.steps.xcat import OWNED_MARK, wanted_networks, wanted_site
 
     if cfg.network_mode != "bridge":
         raise ValueError(f"{cfg.name}: the benchmark covers network_mode=bridge only")
@@ -86,6 +88,8 @@ def host_spec(cfg, iso: Optional[dict] = None) -> dict:
             {"dest": f"{data}/xcatfab/resolv.conf", "content": resolv_text(cfg, facts)},
         ],
         "xf_site": dict(wanted_site(cfg)),
+        # The container is not running when this is computed: its static address's subnet, on eth0.
+        "xf_networks": [dict(entry, usercomment=OWNED_MARK) for entry in wanted_networks(cfg, facts)],
     }
     if iso:
         spec["xf_iso"] = {
@@ -160,7 +164,7 @@ def synthetic_inspect(ctr: dict, binds: Optional[list] = None) -> dict:
     """A ``docker inspect`` of a container made exactly from ``ctr`` (an ``xf_container`` spec)."""
     return {
         "Image": "sha256:bench",
-        "Config": {"Hostname": ctr["hostname"], "Env": []},
+        "Config": {"Hostname": ctr["hostname"], "Env": []},  # the image's own environment, nothing added
         "HostConfig": {"NetworkMode": ctr["network"],
                        "Privileged": ctr["privileged"], "CapAdd": ctr["cap_add"], "CapDrop": ctr["cap_drop"],
                        "DeviceCgroupRules": ctr["device_cgroup_rules"],

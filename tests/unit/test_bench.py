@@ -177,15 +177,15 @@ def test_noop_table_ratios_to_the_same_n_floor():
     table = converge.noop_table(2, RESULTS["noop"]["2"], RESULTS["tools"])
     rows = table.splitlines()
     assert rows[0].startswith("| N=2, no-op converge | median | min | max | × floor")
-    assert "| xcatfab | 0.60 s | 0.55 s | 0.70 s | 1.50× | 5 | – |" in rows
-    assert "| pyinfra | 2.80 s | 2.60 s | 3.10 s | 7.00× | 4 | 1 |" in rows
+    assert "| xcatfab (quick) | 0.60 s | 0.55 s | 0.70 s | 1.50× | 5 | – |" in rows
+    assert "| pyinfra (deep) | 2.80 s | 2.60 s | 3.10 s | 7.00× | 4 | 1 |" in rows
 
 
 def test_summary_table_one_column_per_n():
     table = converge.summary_table([1, 2], RESULTS["noop"], RESULTS["tools"])
-    assert "| no-op converge, median | N=1 | N=2 | × floor |" in table
-    assert "| xcatfab | 0.45 s | 0.60 s | 1.50 |" in table
-    assert "| pyinfra | 1.80 s | 2.80 s | 6.00–7.00 |" in table
+    assert "| no-op converge, median | checks | N=1 | N=2 | × floor |" in table
+    assert "| xcatfab (quick) | quick | 0.45 s | 0.60 s | 1.50 |" in table
+    assert "| pyinfra (deep) | deep | 1.80 s | 2.80 s | 6.00–7.00 |" in table
 
 
 def test_goal_line():
@@ -201,8 +201,9 @@ def test_markdown_section_has_everything():
     body = converge.markdown_section(RESULTS)
     for text in ("2026-11-29 18:00 UTC", "CPU X, 2 cores", "kernel 6.18", "pyinfra 3.10.0",
                  "N parallel `fab -H`", "N=1, no-op converge", "N=2, no-op converge",
-                 "| pyinfra | 9.00 s (FAILED rc=2) | – |",
-                 "| xcatfab | 1 | 1 | 1 | connections=1 commands=1 |", "- a note"):
+                 "| pyinfra (deep) | 9.00 s (FAILED rc=2) | – |",
+                 "| xcatfab (quick) | 1 | 1 | 1 | connections=1 commands=1 |", "- a note",
+                 "| xcatfab (quick) | quick |", "| pyinfra (deep) | deep |"):
         assert text in body, text
 
 
@@ -404,3 +405,206 @@ def test_iso_markdown_says_when_the_goal_is_missed_and_when_a_tool_failed():
     block["stats"]["scp"] = isobench.summarize([{"seconds": 1.0, "ok": False, "error": "exit 255"}])
     body = isobench.markdown(dict(ISO_RESULTS, sizes=[block]))
     assert "| `scp` (default cipher) | FAILED | – | – | – | 0/1 |" in body
+
+
+# ------------------------------------------------------------------ issue 15: quick and deep, scale, make bench
+def test_every_tool_has_a_label_and_says_quick_or_deep():
+    for tool in converge.TOOLS:
+        assert tool in converge.LABELS and tool in converge.CHECKS, tool
+        kind, what = converge.CHECKS[tool]
+        assert kind in ("quick", "deep", "–") and what
+    assert converge.CHECKS["xcatfab"][0] == "quick" and "quick" in converge.LABELS["xcatfab"]
+    for tool in ("xcatfab-deep", "pyinfra", "ansible-tuned", "ansible-default"):
+        assert converge.CHECKS[tool][0] == "deep" and "deep" in converge.LABELS[tool], tool
+
+
+def test_checks_table_has_a_row_per_tool():
+    table = converge.checks_table(converge.TOOLS)
+    assert len(table.splitlines()) == 2 + len(converge.TOOLS)
+    assert "| xcatfab `--verify deep` | deep | tables: `tabdump site` and `tabdump networks` every run" in table
+
+
+def test_deep_row_runs_xcatfab_with_verify_deep(cfgs, tmp_path):
+    runner = converge.Runner.__new__(converge.Runner)
+    runner.fab, runner.rollout, runner.sets, runner.rollout_args = "fab", True, ["--set", "isos=x"], []
+    runner.lab = type("L", (), {"inventory": tmp_path / "hosts.ini", "ssh_config": tmp_path / "ssh_config"})()
+    quick = runner.commands("xcatfab", ["lab2", "lab3"])[0][0]
+    deep = runner.commands("xcatfab-deep", ["lab2", "lab3"])[0][0]
+    assert "--verify" not in quick
+    assert deep == quick + ["--verify", "deep"]  # the same run, the same ISO, only the check differs
+    floor = runner.commands("floor", ["lab2", "lab3"])
+    assert [argv[-2:] for argv, _env, _cwd in floor] == [["lab2", "true"], ["lab3", "true"]]
+
+
+def test_peers_get_xcatfabs_target_state(cfgs):
+    """What xcatfab's container step runs (docker run) is what the peers are given, and nothing more."""
+    from tasks.runtime.facts import Facts
+    from tasks.steps.container.spec import run_args
+    from tasks.steps.xcat import OWNED_MARK, wanted_networks
+
+    cfg = cfgs["lab2"]
+    spec = peer_inventory.host_spec(cfg, ISO)
+    ctr = spec["xf_container"]
+    args = run_args(cfg)
+    pairs = dict(zip(args[:-1], args[1:]))
+    assert pairs["--ip"] == ctr["ip"] and pairs["--mac-address"] == ctr["mac_address"]
+    assert pairs["--hostname"] == ctr["hostname"] and pairs["--restart"] == ctr["restart_policy"]
+    assert pairs["--network"] == ctr["network"] and args[-1] == ctr["image"]
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--volume"] == ctr["binds"]
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--device-cgroup-rule"] == ctr["device_cgroup_rules"]
+    # no extra environment and no extra host: xcatfab adds none, the peers must not either
+    assert not {"-e", "--env", "--add-host"} & set(args)
+    assert "env" not in ctr and "etc_hosts" not in ctr
+    # /etc/hosts and resolv.conf are the host's files, bind-mounted
+    data = cfg.data_dir.rstrip("/")
+    assert f"{data}/xcatfab/hosts:/etc/hosts" in ctr["binds"]
+    assert f"{data}/xcatfab/resolv.conf:/etc/resolv.conf" in ctr["binds"]
+    # the networks entry xcatfab makes
+    assert spec["xf_networks"] == [dict(e, usercomment=OWNED_MARK) for e in wanted_networks(cfg, Facts())]
+    assert spec["xf_networks"][0]["net"] == "198.18.0.0" and spec["xf_networks"][0]["usercomment"] == "xcatfab"
+
+
+PEER_FILES = {
+    "ansible": converge.PEERS / "ansible" / "converge.yml",
+    "pyinfra": converge.PEERS / "pyinfra" / "deploy.py",
+}
+
+
+@pytest.mark.parametrize("peer", sorted(PEER_FILES))
+def test_peers_use_every_part_of_the_target_state(cfgs, peer):
+    text = PEER_FILES[peer].read_text() + (
+        (converge.PEERS / "pyinfra" / "xcat_ops.py").read_text() if peer == "pyinfra" else "")
+    spec = peer_inventory.host_spec(cfgs["lab2"], ISO)
+    for key in spec:
+        assert key in text, f"{peer} never uses {key}"
+    for field in spec["xf_container"]:
+        if field == "fqdn":
+            continue  # in the hosts file's content (xf_files), not a container option
+        assert f'["{field}"]' in text or f".{field}" in text, f"{peer} never uses xf_container.{field}"
+    for gone in ("xf_container.env", 'ctr["env"]', "etc_hosts", "--add-host"):
+        assert gone not in text, f"{peer} still sets {gone}: xcatfab's container has no such thing"
+    for word in ("tabdump", "networks", "mkdef", "usercomment", "tabdump site" if peer == "pyinfra" else "site]"):
+        assert word in text, f"{peer}: {word}"
+
+
+def test_capped_tools_are_reported_not_dropped():
+    tools = ["floor", "xcatfab", "pyinfra", "ansible-tuned"]
+    max_n = converge.parse_max_n("ansible-tuned=4", tools)
+    assert converge.tools_at(16, tools, max_n) == ["floor", "xcatfab", "pyinfra"]
+    assert converge.tools_at(4, tools, max_n) == tools
+    assert converge.skipped_runs([1, 4, 16], tools, max_n) == {"16": ["ansible-tuned"]}
+    body = converge.markdown_section(dict(RESULTS, skipped={"2": ["pyinfra"]}))
+    assert "Not run at N=2 (`--max-n`, for the run's time): pyinfra (deep)." in body
+    with pytest.raises(SystemExit):
+        converge.parse_max_n("nosuch=3", tools)
+    with pytest.raises(SystemExit):
+        converge.parse_max_n("pyinfra=0", tools)
+
+
+def test_failed_runs_stay_in_the_raw_data():
+    s = converge.restat({"runs": [1.0, 2.0, 3.0], "rcs": [0, 1, 0], "changed": [{"h": 0}, {"h": 0}, {"h": 1}]})
+    assert s["n"] == 1 and s["excluded"] == 2 and s["runs"] == [1.0, 2.0, 3.0]
+
+
+def test_wait_with_usage_gives_status_cpu_and_rss():
+    import subprocess
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; sum(range(10**6)); sys.exit(3)"])
+    rc, usage = converge.wait_with_usage(proc, time.perf_counter() + 60)
+    assert rc == 3 and proc.returncode == 3
+    assert usage["cpu_seconds"] > 0 and usage["maxrss_mib"] > 1
+
+
+def test_per_extra_host_and_usage_table():
+    first = {"1": {"xcatfab": {"seconds": 5.0, "rc": 0}}, "4": {"xcatfab": {"seconds": 8.0, "rc": 0}},
+             "16": {"xcatfab": {"seconds": 20.0, "rc": 0}, "pyinfra": {"seconds": 9.0, "rc": 0}}}
+    assert converge.per_extra_host(first, "xcatfab") == pytest.approx(1.0)
+    assert converge.per_extra_host(first, "pyinfra") is None  # one point only
+    noop = {"4": {"xcatfab": {"usage": [{"cpu_seconds": 0.8, "maxrss_mib": 60.0}, None,
+                                        {"cpu_seconds": 1.2, "maxrss_mib": 70.0}]}}}
+    table = converge.usage_table([4], noop, ["xcatfab", "pyinfra"])
+    assert "| xcatfab (quick) | 0.250 s, 65 MiB |" in table and "| pyinfra (deep) | – |" in table
+
+
+def test_issue15_goals():
+    noop = {"1": {"floor": {"median": 0.30}, "xcatfab": {"median": 0.44}, "xcatfab-deep": {"median": 0.80},
+                  "pyinfra": {"median": 3.0}},
+            "16": {"floor": {"median": 2.0}, "xcatfab": {"median": 2.8}, "pyinfra": {"median": 2.5}}}
+    goals = converge.issue15_goals([1, 16], noop, {"seconds": 0.15})
+    assert goals[0] == "N=1: quick no-op 1.47× the floor, goal ≤ 1.5×: met, below pyinfra"
+    assert goals[1].startswith("N=1: deep no-op 0.80 s, goal ≤ 2× floor + one hash of the ISO (0.60 + 0.15 = 0.75 s)"
+                               ": NOT met (gap 0.05 s)")
+    assert goals[2] == "N=16: quick no-op 1.40× the floor, goal ≤ 1.3×: NOT met (gap 0.20 s), NOT below pyinfra"
+
+
+# ------------------------------------------------------------------ bench/scale.py
+from bench import scale  # noqa: E402
+
+
+def test_scale_finds_a_lab_hosts_processes():
+    procs = [
+        {"pid": 1, "cmdline": "/usr/sbin/dockerd --data-root /var/lib/xcatfab-lab/lab1/docker", "cgroup": "/"},
+        {"pid": 2, "cmdline": "/usr/sbin/dockerd --data-root /var/lib/xcatfab-lab/lab11/docker", "cgroup": "/"},
+        {"pid": 3, "cmdline": "containerd --config /run/xcatfab-lab/lab1/containerd/containerd.toml", "cgroup": "/"},
+        {"pid": 4, "cmdline": "xcatd", "cgroup": "/xcatfab-lab/lab1/docker-abc.scope"},
+        {"pid": 5, "cmdline": "sshd: /usr/sbin/sshd -f /var/lib/xcatfab-lab/lab1/sshd_config", "cgroup": "/"},
+        {"pid": 6, "cmdline": "bash", "cgroup": "/user.slice"},
+    ]
+    assert [p["pid"] for p in scale.host_processes("lab1", procs)] == [1, 3, 4, 5]
+    assert [p["pid"] for p in scale.host_processes("lab11", procs)] == [2]
+
+
+def test_scale_memory_summary_and_lines():
+    per_host = {"lab1": {"count": 9, "names": ["dockerd"], "rss_mib": 400.0, "pss_mib": 200.0},
+                "lab2": {"count": 9, "names": ["dockerd"], "rss_mib": 420.0, "pss_mib": 220.0}}
+    summary = scale.memory_summary(per_host, 24 * 1024 * 1024)
+    assert summary["pss_mib"] == 210.0 and summary["fit_pss"] == int(24 * 1024 * 0.8 // 210)
+    text = "\n".join(scale.memory_lines({"hosts": per_host, "summary": summary}))
+    assert "| lab1 | 9 (dockerd) | 400 MiB | 200 MiB |" in text and f"{summary['fit_pss']} such hosts" in text
+
+
+def test_scale_serial_keeps_failed_rounds():
+    raw = {"floor": [{"seconds": 1.0, "rc": 0}] * 3,
+           "all-at-once": [{"seconds": 1.2, "rc": 0}, {"seconds": 9.0, "rc": 1}, {"seconds": 1.4, "rc": 0}],
+           "serial-25": [{"seconds": 3.0, "rc": 0}] * 3}
+    summary = scale.serial_summary(raw)
+    assert summary["all-at-once"]["n"] == 2 and summary["all-at-once"]["failed"] == 1
+    text = "\n".join(scale.serial_lines(summary, 16))
+    assert "| `fab rollout` (all hosts at once, forks=N) | 1.30 s [1.20–1.40] | 1.30× | 2/3 |" in text
+    assert "| `fab rollout --serial 25%` (4 batches) | 3.00 s [3.00–3.00] | 3.00× | 3/3 |" in text
+
+
+def test_scale_relay_goals():
+    relay = [{"n": 1, "seconds": 10.0, "total": 1025 * (1 << 20), "ratio": 1.001, "rc": 0},
+             {"n": 8, "seconds": 14.0, "total": 1026 * (1 << 20), "ratio": 1.002, "rc": 0}]
+    text = "\n".join(scale.relay_lines(relay, 1024))
+    assert "| 8 | 1026.0 MiB | 1.002 | 14.0 s | 1.40× | 0 |" in text
+    assert "controller egress ≤ 1.02× the ISO: met (1.002×)" in text
+    assert "wall clock within 1.3× of one host: NOT met (1.40×)" in text
+
+
+# ------------------------------------------------------------------ make bench, make bench-quick
+from bench import run as benchrun  # noqa: E402
+
+
+def test_make_bench_runs_every_benchmark():
+    assert set(benchrun.FULL) == set(benchrun.BENCHMARKS)
+    converge_args = benchrun.FULL["converge"]
+    ns = converge_args[converge_args.index("--n") + 1]
+    assert ns == "1,4,8,16"
+    assert "--no-markdown" not in " ".join(a for args in benchrun.FULL.values() for a in args)
+
+
+def test_make_bench_quick_is_a_small_subset_that_writes_no_markdown():
+    args = benchrun.QUICK["converge"]
+    assert set(benchrun.QUICK) <= set(benchrun.BENCHMARKS)
+    assert args[args.index("--n") + 1] == "1,4" and args[args.index("--runs") + 1] == "3"
+    assert args[args.index("--tools") + 1].split(",") == ["floor", "xcatfab", "xcatfab-deep", "pyinfra"]
+    assert "--no-markdown" in args
+
+
+def test_makefile_has_both_targets():
+    text = (converge.ROOT / "Makefile").read_text()
+    assert "\nbench: " in text and "bench/run.py\n" in text
+    assert "\nbench-quick: " in text and "bench/run.py --quick" in text

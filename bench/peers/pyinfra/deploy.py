@@ -8,7 +8,9 @@ none for (xcat_ops.py: the bridge move, xCAT's site table).
 Note what pyinfra 3.10 checks on a rerun: ``docker.container`` and
 ``docker.network`` only test that the object exists (``ContainerSpec.diff_from_inspect``
 returns no differences), so a container with the wrong image, address or
-capabilities counts as converged; ``files.put`` re-hashes the remote file (sha1).
+capabilities counts as converged; ``files.put`` re-hashes the remote file (sha1),
+and the xCAT operations read the site and networks tables on every run: each
+run is "deep" (no record is trusted).
 
 Run from this directory: ``pyinfra -y INVENTORY deploy.py``.
 """
@@ -17,7 +19,7 @@ import io
 
 from pyinfra import host
 from pyinfra.operations import apt, docker, files, iptables
-from xcat_ops import bridge, xcat_site
+from xcat_ops import bridge, xcat_networks, xcat_site
 
 d = host.data
 ctr = d.xf_container
@@ -60,7 +62,7 @@ docker.network(
     opts=[f"{k}={v}" for k, v in sorted(net["options"].items())],
 )
 
-extra = ["--ip", ctr["ip"], "--add-host", f"{ctr['fqdn']}:{ctr['ip']}"]
+extra = ["--ip", ctr["ip"], "--mac-address", ctr["mac_address"]]
 for cap in ctr["cap_add"]:
     extra += ["--cap-add", cap]
 for cap in ctr["cap_drop"]:
@@ -74,7 +76,6 @@ docker.container(
     image=ctr["image"],
     networks=[ctr["network"]],
     volumes=ctr["binds"],
-    env_vars=[f"{k}={v}" for k, v in sorted(ctr["env"].items())],
     restart_policy=ctr["restart_policy"],
     hostname=ctr["hostname"],
     privileged=ctr["privileged"],
@@ -83,6 +84,9 @@ docker.container(
 
 xcat_site(name="site.master (and nameservers, domain) point at the static address",
           container=ctr["name"], values=d.xf_site)
+
+xcat_networks(name="a networks entry for the container's subnet (usercomment=xcatfab)",
+              container=ctr["name"], entries=d.xf_networks)
 
 if d.get("xf_iso"):
     files.put(name="the ISO is staged in iso_dir", src=d.xf_iso["src"], dest=d.xf_iso["dest"], mode="644")

@@ -45,6 +45,23 @@ class XcatSite(FactBase):
         return values
 
 
+class XcatNetworks(FactBase):
+    """xCAT's networks table: the (net, mask) of every entry."""
+
+    def command(self, container):
+        c = shlex.quote(container)
+        return f"docker exec {c} /opt/xcat/sbin/tabdump networks"
+
+    def process(self, output):
+        present = []
+        for line in output:
+            if line.startswith('"'):
+                fields = line.split('","')
+                if len(fields) >= 3:
+                    present.append((fields[1], fields[2].split('"')[0]))
+        return present
+
+
 def _inet(link):
     return [a for a in link.get("addr_info", []) if a.get("family") == "inet"]
 
@@ -101,3 +118,17 @@ def xcat_site(container, values):
         return
     args = " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(changes.items()))
     yield f"docker exec {shlex.quote(container)} /opt/xcat/bin/chdef -t site {args}"
+
+
+@operation()
+def xcat_networks(container, entries):
+    """A networks entry (mkdef -t network) for each of ``entries`` whose net/mask has none."""
+    present = set(host.get_fact(XcatNetworks, container=container))
+    missing = [e for e in entries if (e["net"], e["mask"]) not in present]
+    if not missing:
+        host.noop("networks table has the entries")
+        return
+    for e in missing:
+        args = " ".join(shlex.quote(f"{k}={e[k]}") for k in ("net", "mask", "gateway", "mgtifname", "usercomment"))
+        yield (f"docker exec {shlex.quote(container)} /opt/xcat/bin/mkdef -t network "
+               f"-o {shlex.quote(e['netname'])} {args}")
