@@ -35,8 +35,8 @@ from ..ops.xcatcmd import container_command, output_masker, run_xcat
 from ..runtime.errors import BadInput
 from ..runtime.executor import make_batches
 from ..runtime.report import Output
-from ..steps.iso import IsoOptions, RelayGroup
 from ..steps.iso.local import parse_bwlimit, resolve_specs, validate_local
+from ..steps.iso.sources import IsoOptions
 from .flags import xtask
 from .runner import Flags, bad_input_exits, finish, prepare, run
 
@@ -142,8 +142,11 @@ def iso(c, src=None, checksums=None, copycds=True, bwlimit=None, inventory=None,
     session = prepare(c, flags, _targets, "iso", check=check_isos)
     with bad_input_exits():
         limit_mibs = parse_bwlimit(bwlimit)
-    relay = RelayGroup([cfg.name for cfg in session.configs], limit_mibs, session.out) \
-        if len(session.configs) > 1 and not flags.plan else None
+    relay = None
+    if len(session.configs) > 1 and not flags.plan:
+        from ..steps.iso.delivery import RelayGroup  # the transfer machinery, for fab iso only
+
+        relay = RelayGroup([cfg.name for cfg in session.configs], limit_mibs, session.out)
     step_options = {cfg.name: {"iso": IsoOptions(isos=chosen.get(cfg.name, []), copycds=copycds,
                                                  bwlimit=limit_mibs, relay=relay)} for cfg in session.configs}
     options = DeployOptions(connect=session.connect, plan_only=flags.plan, step_options=step_options, verify=mode)

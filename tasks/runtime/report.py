@@ -147,17 +147,38 @@ def print_recap(reports: list, out: Optional[Output] = None, table: bool = True)
         print_table(reports, out)
 
 
+#: The recap table's columns.
+TABLE_COLUMNS = ("host", "ok", "changed", "failed", "seconds", "first error")
+
+
+def plain_table(columns, rows) -> list:
+    """A table as rich prints it without a terminal (no box, two spaces between columns, cells padded)."""
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)) for line in [columns, *rows]]
+
+
 def print_table(reports: list, out: Output) -> None:
-    """The recap table: one row per host with its counts, duration and first error."""
+    """The recap table: one row per host with its counts, duration and first error.
+
+    Into a pipe or a file it is plain text (rich is not loaded: start-up time,
+    every ``fab rollout`` prints it); on a terminal rich prints it, header in bold.
+    """
+    columns = TABLE_COLUMNS
+    rows = [(r.host, str(r.count(OK) + r.count(CHANGED)), str(r.count(CHANGED)),
+             str(r.count(FAILED)), f"{r.seconds:.1f}", r.first_error or "") for r in reports]
+    isatty = getattr(out.stream, "isatty", None)
+    if not (isatty and isatty()):
+        with out.lock:
+            for line in plain_table(columns, rows):
+                out.stream.write(line + "\n")
+            out.stream.flush()
+        return
     from rich.console import Console
     from rich.table import Table
 
     grid = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    columns = ("host", "ok", "changed", "failed", "seconds", "first error")
     for column in columns:
         grid.add_column(column)
-    rows = [(r.host, str(r.count(OK) + r.count(CHANGED)), str(r.count(CHANGED)),
-             str(r.count(FAILED)), f"{r.seconds:.1f}", r.first_error or "") for r in reports]
     for row in rows:
         grid.add_row(*row)
     # Wide enough for the longest row: a first error wrapped over two lines

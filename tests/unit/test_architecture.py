@@ -35,6 +35,10 @@ LAZY_IMPORTS = {
     ("tasks/steps/iso/progress.py", "rich.progress"), ("tasks/steps/iso/chain.py", "paramiko"),
     ("tasks/cli/fabric_compat.py", "fabric.main"),
     ("tasks/steps/netplan.py", "yaml"),  # only hosts with netplan need a YAML parser
+    # The ISO transfer machinery (chain, legs, relay programs) only when something is staged:
+    ("tasks/steps/iso/step.py", "tasks.steps.iso.delivery"),
+    ("tasks/steps/iso/__init__.py", "tasks.steps.iso.delivery"),
+    ("tasks/cli/fab.py", "tasks.steps.iso.delivery"),
 }
 
 

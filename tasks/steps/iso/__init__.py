@@ -10,7 +10,8 @@ The guide's last step, done so it can be rerun and scaled. Modules:
   the relay group of a ``fab iso`` run, fan-out when the chain breaks);
 * :mod:`.chain` — one ISO sent once down a chain of hosts, and its verdicts;
 * :mod:`.legs` — the relay programs' ends on the controller (OpenSSH, paramiko);
-* :mod:`.progress` — live progress.
+* :mod:`.progress` — live progress;
+* :mod:`.sources` — the task's options and the hosts holding an ISO (all a converged run loads).
 
 Staging is correct (a sum the user gives is checked against the local file
 before anything connects; ``.part`` + sha256 on the host while streaming,
@@ -24,7 +25,16 @@ routed around a dead one; a host holding the verified file feeds the others.
 Every data stream has a stall limit; Ctrl-C leaves resumable parts and says so.
 """
 
-from .delivery import IsoOptions, RelayGroup
+from .sources import IsoOptions
 from .step import IsoStep
 
 __all__ = ["IsoOptions", "IsoStep", "RelayGroup"]
+
+
+def __getattr__(name):
+    """``RelayGroup`` on first use: the transfer machinery is not loaded by a converged deploy."""
+    if name == "RelayGroup":
+        from .delivery import RelayGroup
+
+        return RelayGroup
+    raise AttributeError(name)

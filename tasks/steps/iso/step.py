@@ -3,7 +3,7 @@
 * **Plan**: stage an ISO the host lacks or holds with another size or sum;
   hash a same-size file xcatfab has no valid record of; copycds media not yet
   copied (or copied as another distro/arch than the inventory says).
-* **Apply**: stage (:mod:`.delivery`), then ``copycds`` in the container
+* **Apply**: stage (:mod:`.delivery`, imported only then), then ``copycds`` in the container
   (``-n``/``-a`` from the inventory when given), reporting distro, arch and
   the osimages it created, and recording the media.
 """
@@ -19,9 +19,9 @@ from ...runtime.facts import parse_sections
 from ...runtime.guarded import Interrupted
 from ..base import Action, Step, StepFailed
 from ..docker import inspected
-from .delivery import SOURCES, IsoOptions, stage
 from .hostfacts import copied_media, find_time_ns, host_files, host_parts, is_copied, staged_sum
 from .local import SHA256, LocalIso, local_sum, mib, resolve_specs, validate_local
+from .sources import SOURCES, IsoOptions
 
 
 def options_for(run) -> IsoOptions:
@@ -106,6 +106,8 @@ class IsoStep(Step):
     @staticmethod
     def _stage_all(run, checks: list, stages: list) -> dict:
         """Hash the unrecorded same-size copies, stage what is missing; the sums by ISO name."""
+        from .delivery import stage  # the transfer machinery: only when something is staged
+
         opts = options_for(run)
         relay, host = opts.relay, run.cfg.name
         if relay is not None:
