@@ -370,6 +370,11 @@ def markdown_section(results: dict) -> str:
         "",
         "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".",
         "",
+    ]
+    if results.get("load_before"):
+        out += [f"Contention: before the run {results['load_before']}; after it "
+                f"{results.get('load_after', '?')}.", ""]
+    out += [
         f"xcatfab was run as: {results['xcatfab_mode']}.",
         "",
         "What each row checks (every tool also checks docker.io, the image, the bridge, the Docker network and "
@@ -386,6 +391,9 @@ def markdown_section(results: dict) -> str:
     goal = goal_line(ns, results["noop"])
     if goal:
         out += [goal, ""]
+    heads = headline(ns, results["noop"])
+    if heads:
+        out += ["Headline (medians, same run):", ""] + [f"- {h}" for h in heads] + [""]
     goals = issue15_goals(ns, results["noop"], results.get("hash_seconds"))
     if goals:
         out += ["Goals of issue 15:", ""] + [f"- {g}" for g in goals] + [""]
@@ -426,6 +434,28 @@ def goal_line(ns: list, noop: dict) -> str:
         parts.append(text)
     return ("Goal of issue 7 (xcatfab's median ≤ 2× the floor and below pyinfra at every N): " + "; ".join(parts)
             + ".") if parts else ""
+
+
+PEERS_DEEP = ("pyinfra", "ansible-tuned", "ansible-default")
+
+
+def headline(ns: list, noop: dict) -> list:
+    """Per N: xcatfab quick against the floor, and xcatfab deep against the fastest deep peer of the same N."""
+    out = []
+    for n in ns:
+        stats = noop.get(str(n)) or {}
+        med = {t: (stats.get(t) or {}).get("median") for t in stats}
+        peers = [(med[t], t) for t in PEERS_DEEP if med.get(t) is not None]
+        parts = []
+        if med.get("xcatfab") is not None and med.get("floor"):
+            parts.append(f"quick {med['xcatfab']:.2f} s = {med['xcatfab'] / med['floor']:.2f}× the floor")
+        if med.get("xcatfab-deep") is not None and peers:
+            best, tool = min(peers)
+            parts.append(f"deep {med['xcatfab-deep']:.2f} s = {med['xcatfab-deep'] / best:.2f}× the fastest deep "
+                         f"peer ({LABELS[tool]}, {best:.2f} s), {best / med['xcatfab-deep']:.1f}× faster")
+        if parts:
+            out.append(f"N={n}: xcatfab " + "; ".join(parts))
+    return out
 
 
 def issue15_goals(ns: list, noop: dict, hashed: Optional[dict]) -> list:
@@ -534,6 +564,20 @@ def tool_versions(venvs: dict) -> dict:
             versions["ansible-core"] = parts[1]
             versions["community.docker"] = parts[2]
     return versions
+
+
+def contention() -> str:
+    """The machine's load average and the other busy work on it (VMs of other sessions), for the results."""
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    qemu = sum(1 for pid in os.listdir("/proc") if pid.isdigit() and _comm(pid).startswith("qemu-system"))
+    return f"load average {load}" + (f"; {qemu} QEMU VM(s) of another session running" if qemu else "")
+
+
+def _comm(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def machine_info() -> dict:
@@ -661,7 +705,7 @@ class Runner:
                 "pyinfra": self.inventories[key] / "pyinfra_inventory.py"}
 
     def xcatfab_mode(self) -> str:
-        how = ("`fab rollout --inventory INV --limit H1,H2,...` (one process)" if self.rollout
+        how = ("`fab rollout --inventory INV --limit H1,H2,... --forks N` (one process)" if self.rollout
                else "N parallel `fab -H HOST deploy --inventory INV` processes (tasks/rollout.py had no "
                     "`fab rollout` yet)")
         iso = ("with the ISO (`--set isos=...`)" if self.xcatfab_iso
@@ -688,8 +732,9 @@ class Runner:
             inv = str(self.lab.inventory)
             extra = ["--verify", "deep"] if tool == "xcatfab-deep" else []
             if self.rollout:
-                return [([self.fab, "rollout", "--inventory", inv, "--limit", ",".join(hosts), *self.sets, *extra,
-                          *self.rollout_args], env, str(ROOT))]
+                # --forks N: every host at once, as the floor, pyinfra and Ansible tuned (forks=N) run them.
+                return [([self.fab, "rollout", "--inventory", inv, "--limit", ",".join(hosts), "--forks",
+                          str(len(hosts)), *self.sets, *extra, *self.rollout_args], env, str(ROOT))]
             return [([self.fab, "-H", h, "deploy", "--inventory", inv, *self.sets, *extra], env, str(ROOT))
                     for h in hosts]
         inv = self.inventory_for(hosts)
@@ -1058,7 +1103,7 @@ def main(argv: Optional[list] = None) -> int:
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "ns": ns, "runs": args.runs, "tools": tools, "hosts": hosts, "max_n": max_n,
         "skipped": skipped_runs(ns, tools, max_n), "first_tools": first_tools,
-        "machine": machine_info(), "versions": tool_versions(venvs),
+        "machine": machine_info(), "versions": tool_versions(venvs), "load_before": contention(),
         "xcatfab_mode": runner.xcatfab_mode(), "iso": iso,
         "ansible_volume_comparison": runner.volume_comparison,
     }
@@ -1079,6 +1124,7 @@ def main(argv: Optional[list] = None) -> int:
     results["bashrc"] = bashrc_overhead(lab, hosts[0])
     results["hash_seconds"] = hash_seconds(lab, hosts[0], runner.iso)
     results["noop"] = run_noop(runner, ns, hosts, tools, args.runs, max_n)
+    results["load_after"] = contention()
     results["notes"] = notes(results, runner)
 
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -1104,7 +1150,8 @@ def notes(results: dict, runner: Runner) -> list:
     out = []
     if runner.xcatfab_iso:
         out.append(f"The ISO ({results['iso']['size'] / 2**20:.1f} MiB): xcatfab's iso step records the sha256 it "
-                   "computed while staging, so a no-op run reads no ISO; it also runs copycds "
+                   "computed while staging, so a quick no-op run reads no ISO (`--verify deep` hashes it on the "
+                   "host in the same fact round trip); it also runs copycds "
                    f"(`-n {ISO_DISTRO} -a {ISO_ARCH}`: the benchmark's ISO is no distribution's media) on the first "
                    "converge. The peers only stage the file (Ansible: copy with checksum; pyinfra: files.put) and "
                    "re-hash it (sha1) on every run, as those modules do.")
@@ -1118,9 +1165,14 @@ def notes(results: dict, runner: Runner) -> list:
                    "ran with `comparisons: volumes: ignore` (its binds were NOT compared) in this run.")
     out.append("The image is kept by `Lab.reset_host`, so no first-converge time includes an image build; "
                "the peers only check that the image is present (xcatfab checks its build-context label).")
-    out.append("xcatfab's no-op run does not read xCAT's tables when their files are unchanged since it last "
-               "verified them (a stamp of the table files kept on the controller); the peers run "
-               "`tabdump site` in the container every time, as a playbook without such a cache must.")
+    out.append("xcatfab's quick no-op run does not read xCAT's tables when their files are unchanged since it "
+               "last verified them (a stamp of the table files kept on the controller); `--verify deep` and the "
+               "peers run `tabdump site` and `tabdump networks` in the container every time.")
+    h = results.get("hash_seconds")
+    if h and h.get("seconds") is not None:
+        out.append(f"Hashing the staged ISO once on a lab host (python3 hashlib sha256, page cache warm, as in "
+                   f"a no-op run) takes {h['seconds']:.2f} s: `ssh HOST <hash>` minus `ssh HOST true`, medians "
+                   "of 3; the deep goal's allowance.")
     out.append("pyinfra 3.10's docker.container/docker.network only test that the object exists "
                "(ContainerSpec.diff_from_inspect returns nothing); Ansible's docker_container compares the "
                "full spec, docker_network driver, options and IPAM.")

@@ -430,7 +430,7 @@ def test_deep_row_runs_xcatfab_with_verify_deep(cfgs, tmp_path):
     runner.lab = type("L", (), {"inventory": tmp_path / "hosts.ini", "ssh_config": tmp_path / "ssh_config"})()
     quick = runner.commands("xcatfab", ["lab2", "lab3"])[0][0]
     deep = runner.commands("xcatfab-deep", ["lab2", "lab3"])[0][0]
-    assert "--verify" not in quick
+    assert "--verify" not in quick and quick[quick.index("--forks") + 1] == "2"  # all hosts at once
     assert deep == quick + ["--verify", "deep"]  # the same run, the same ISO, only the check differs
     floor = runner.commands("floor", ["lab2", "lab3"])
     assert [argv[-2:] for argv, _env, _cwd in floor] == [["lab2", "true"], ["lab3", "true"]]
@@ -608,3 +608,11 @@ def test_makefile_has_both_targets():
     text = (converge.ROOT / "Makefile").read_text()
     assert "\nbench: " in text and "bench/run.py\n" in text
     assert "\nbench-quick: " in text and "bench/run.py --quick" in text
+
+
+def test_headline_against_the_floor_and_the_fastest_deep_peer():
+    noop = {"4": {"floor": {"median": 0.5}, "xcatfab": {"median": 0.6}, "xcatfab-deep": {"median": 1.0},
+                  "pyinfra": {"median": 10.0}, "ansible-tuned": {"median": 20.0}}}
+    (line,) = converge.headline([4], noop)
+    assert line == ("N=4: xcatfab quick 0.60 s = 1.20× the floor; deep 1.00 s = 0.10× the fastest deep peer "
+                    "(pyinfra (deep), 10.00 s), 10.0× faster")
