@@ -163,16 +163,33 @@ def _await_undo(run: HostRun, change: GuardedChange, deadline: float, problem: s
             raise _interrupted(run, change, deadline)
         time.sleep(1)
     end = deadline + 60
+    seen = None  # the last facts read: the host answers, its undo may not have finished
     while time.monotonic() < end:
-        if run.replace_connection(end):
-            try:
-                facts = gather(run.remote, change.fragments, run.context)
-            except Exception:
-                continue
-            run.facts.update(facts)
-            undone = guard_state(facts, change.guard).get("undone") or "undo state unknown"
-            raise StepFailed(f"{change.step} change not confirmed ({problem}); the host rolled it back after "
-                             f"{change.seconds}s (at {undone}): {change.after_undo(facts)}")
+        if INTERRUPTED.is_set():
+            raise _interrupted(run, change, deadline)
+        facts = _read_again(run, change, end)
+        if facts is not None:
+            seen = facts
+            undone = guard_state(facts, change.guard).get("undone")
+            if undone:  # reported only once the undo has run: mid-undo the host looks half-changed
+                raise StepFailed(f"{change.step} change not confirmed ({problem}); the host rolled it back after "
+                                 f"{change.seconds}s (at {undone}): {change.after_undo(facts)}")
         time.sleep(2)
+    if seen is not None:
+        raise StepFailed(f"{change.step} change not confirmed ({problem}); the host answers but its undo had not "
+                         f"finished {change.seconds + 60}s later (now: {change.after_undo(seen)}): check "
+                         f"{run.cfg.state_dir}/run/{change.guard}-undo.log on it")
     raise StepFailed(f"{change.step} change not confirmed ({problem}) and the host is unreachable "
                      f"{change.seconds + 60}s later: check its console")
+
+
+def _read_again(run: HostRun, change: GuardedChange, end: float) -> Optional[Facts]:
+    """The change's fragments read over a new connection, or None (no connection, or the read failed)."""
+    if not run.replace_connection(end):
+        return None
+    try:
+        facts = gather(run.remote, change.fragments, run.context)
+    except Exception:  # the connection dropped again: the caller tries once more
+        return None
+    run.facts.update(facts)
+    return facts

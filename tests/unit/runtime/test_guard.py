@@ -6,7 +6,10 @@ import time
 
 import pytest
 
+from tasks.runtime import guarded
+from tasks.runtime.facts import Facts
 from tasks.runtime.templating import environment
+from tests.unit.factshapes import plan_cfg
 from tests.unit.steps.test_scripts import shellcheck
 
 GUARD_SCRIPT = """{% import "host/guard.sh.j2" as guard %}
@@ -81,3 +84,58 @@ def test_cancel_never_kills_a_process_that_reused_the_pid(guard):
     finally:
         stranger.kill()
         stranger.wait()
+
+
+# ------------------------------------------------ the controller waits for the undo
+class _Run:
+    """What ``_await_undo`` uses of a host run: a connection that always comes back."""
+
+    def __init__(self, cfg):
+        self.cfg, self.facts, self.context, self.remote, self.said = cfg, {}, {}, None, []
+
+    def say(self, line):
+        self.said.append(line)
+
+    def replace_connection(self, _end):
+        return True
+
+
+def _change(after_undo):
+    return guarded.GuardedChange(guard="bridge-rollback", step="bridge", undo="", apply="", seconds=30,
+                         verify=lambda f: [], after_undo=after_undo, finish_with="fab -H lab1 bridge")
+
+
+def test_the_rollback_is_reported_once_the_host_has_finished_it(monkeypatch):
+    """Read mid-undo, the host looks half-changed (eth0 without its address yet): that is no
+    verdict. The report waits for the undo's own mark and describes the host after it."""
+
+    reads = iter([{"undone": ""}, {"undone": ""}, {"undone": "2026-12-05T08:00:00Z"}])
+
+    def gather(_remote, _fragments, _context):
+        facts = Facts()
+        state = next(reads)
+        facts["guard.bridge-rollback"] = f"undone={state['undone']}" if state["undone"] else "apply=done"
+        facts["state"] = "restored" if state["undone"] else "mid-undo"
+        return facts
+
+    monkeypatch.setattr(guarded, "gather", gather)
+    monkeypatch.setattr(guarded.time, "sleep", lambda _s: None)
+    run = _Run(plan_cfg())
+    with pytest.raises(guarded.StepFailed) as failed:
+        guarded._await_undo(run, _change(lambda f: f"eth0 is {f.text('state')}"), time.monotonic() - 10, "lost")
+    assert "rolled it back after 30s (at 2026-12-05T08:00:00Z): eth0 is restored" in str(failed.value)
+
+
+def test_an_undo_that_never_finishes_is_not_called_a_rollback(monkeypatch):
+
+    clock = iter(range(0, 10_000, 5))
+    monkeypatch.setattr(guarded.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(guarded.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(guarded, "gather", lambda *_a: Facts())
+    run = _Run(plan_cfg())
+    with pytest.raises(guarded.StepFailed) as failed:
+        guarded._await_undo(run, _change(lambda f: "eth0 has no address"), 0, "lost")
+    message = str(failed.value)
+    assert "rolled it back" not in message
+    assert "its undo had not finished 90s later (now: eth0 has no address)" in message
+    assert "/st/run/bridge-rollback-undo.log" in message
