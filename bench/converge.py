@@ -156,7 +156,7 @@ def parse_xcatfab_counts(text: str) -> dict:
             for m in _COUNTS.finditer(text)}
 
 
-_PYINFRA_CHANGED = re.compile(r"^\s*\[(\S+)\] (?:Success|Changed)\b", re.M)
+_PYINFRA_CHANGED = re.compile(r"^\s*\[(\S+)\]\s+(?:Success|Changed)\b", re.M)
 
 
 def parse_pyinfra(text: str) -> dict:
@@ -168,7 +168,7 @@ def parse_pyinfra(text: str) -> dict:
     hosts: dict = {}
     for m in _PYINFRA_CHANGED.finditer(text):
         hosts.setdefault(m.group(1), {"changed": 0})["changed"] += 1
-    for m in re.finditer(r"^\s*\[(\S+)\] No changes\b", text, re.M):
+    for m in re.finditer(r"^\s*\[(\S+)\]\s+No changes\b", text, re.M):  # names padded to the longest
         hosts.setdefault(m.group(1), {"changed": 0})
     return hosts
 
@@ -314,8 +314,9 @@ def usage_table(ns: list, noop: dict, tools: list) -> str:
                 cells.append("–")
                 continue
             cpu = statistics.median(u["cpu_seconds"] for u in usage) / n
-            rss = statistics.median(u["maxrss_mib"] for u in usage)
-            cells.append(f"{cpu:.3f} s, {rss:.0f} MiB")
+            peaks = [u["maxrss_mib"] for u in usage if u.get("maxrss_mib") is not None]
+            rss = f"{statistics.median(peaks):.0f} MiB" if peaks else "–"
+            cells.append(f"{cpu:.3f} s, {rss}")
         lines.append(f"| {LABELS.get(tool, tool)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -408,13 +409,15 @@ def markdown_section(results: dict) -> str:
     if any((results["noop"].get(str(n)) or {}).get(t, {}).get("usage") for n in ns for t in tools):
         out += [usage_table(ns, results["noop"], tools), "",
                 "CPU: user+system seconds of the tool's process and the children it waited for (ssh, workers), "
-                "per host; peak RSS: the largest single process of the run (`wait4`).", ""]
+                "per host (`wait4`); peak RSS: the largest single process of the run (GNU time `%M`; – where "
+                "not measured).", ""]
     if results.get("counts"):
         out += [counts_table(results["counts"], tools), ""]
     out += ["Runs that failed or changed anything are no no-op runs: they are left out of the statistics "
             "(column \"left out\"; the raw data keeps them).", ""]
-    if results.get("notes"):
-        out += ["Notes:", ""] + [f"- {note}" for note in results["notes"]] + [""]
+    notes_all = list(results.get("notes") or []) + list(results.get("notes_extra") or [])
+    if notes_all:
+        out += ["Notes:", ""] + [f"- {note}" for note in notes_all] + [""]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -764,15 +767,17 @@ class Runner:
         logs = {h: self.lab.host(h).sshd_log for h in hosts}
         offsets = {h: _size(p) for h, p in logs.items()}
         outputs = [tempfile.TemporaryFile() for _ in cmds]
+        rss_files = [self.work / f"rss-{i}" for i in range(len(cmds))]
         started = time.perf_counter()
-        procs = [subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+        procs = [subprocess.Popen(with_peak_rss(argv, rss), env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL)
-                 for (argv, env, cwd), out in zip(cmds, outputs)]
+                 for (argv, env, cwd), out, rss in zip(cmds, outputs, rss_files)]
         waited = [wait_with_usage(proc, started + RUN_TIMEOUT) for proc in procs]
         seconds = time.perf_counter() - started
         rcs = [rc for rc, _usage in waited]
+        peaks = [read_peak_rss(f) for f in rss_files]
         usage = {"cpu_seconds": sum(u["cpu_seconds"] for _rc, u in waited),
-                 "maxrss_mib": max((u["maxrss_mib"] for _rc, u in waited), default=0.0)}
+                 "maxrss_mib": None if None in peaks else max(peaks, default=0.0)}
         text = ""
         for out in outputs:
             out.seek(0)
@@ -816,6 +821,30 @@ def changed_by_host(tool: str, text: str, hosts: list) -> dict:
         return {h: 0 for h in hosts}
     parsed = parse_pyinfra(text) if tool == "pyinfra" else parse_recap(text)  # xcatfab and Ansible: a recap
     return {h: (parsed.get(h) or {}).get("changed") for h in hosts}
+
+
+TIME = "/usr/bin/time"
+
+
+def with_peak_rss(argv: list, out: Path) -> list:
+    """``argv`` under GNU time writing the peak RSS (KiB) of the command and its waited-for children to ``out``.
+
+    Not ``wait4`` from here: a child's ru_maxrss starts at its parent's RSS at fork
+    (Linux keeps the old memory's high-water mark across exec), so every tool
+    started by this process would show at least this process's own RSS.
+    """
+    if not os.path.exists(TIME):
+        return argv
+    out.unlink(missing_ok=True)
+    return [TIME, "-f", "%M", "-o", str(out), *argv]
+
+
+def read_peak_rss(path: Path) -> Optional[float]:
+    """MiB from a GNU time ``%M`` file (None: no such measure)."""
+    try:
+        return int(path.read_text().split()[-1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def wait_with_usage(proc: subprocess.Popen, deadline: float) -> tuple:

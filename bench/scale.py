@@ -16,6 +16,9 @@ runs first in ``make bench``):
 * **`fab rollout --serial 25%`** of all the hosts given (no-op, converged),
   against the same rollout all at once and the floor (N parallel ``ssh HOST
   true``), ``--serial-runs`` rounds in rotating order;
+* **controller cost per host**: one no-op run of xcatfab (quick and deep) and
+  pyinfra at each ``--usage-n``, under GNU time: CPU seconds per host and the
+  peak RSS of the run's largest process;
 * **ISO relay**: ``fab -H h1..hN iso --no-copycds`` of one new ``--relay-mib``
   file to 1 host and to N hosts (each host's iso_dir emptied first), the
   controller's egress counted by iptables on its OUTPUT chain (bench/iso.py's
@@ -115,6 +118,7 @@ def markdown(results: dict) -> str:
            f"{m.get('openssh')}; {m.get('docker')}.", ""]
     out += memory_lines(results.get("memory") or {})
     out += serial_lines(results.get("serial") or {}, len(results["hosts"]))
+    out += usage_lines(results.get("usage") or {})
     out += relay_lines(results.get("relay") or [], results.get("relay_mib"))
     return "\n".join(out).rstrip() + "\n"
 
@@ -154,6 +158,47 @@ def serial_lines(serial: dict, n: int) -> list:
         lines.append(f"| {SERIAL_LABELS[row]} | {span} | {ratio} | {s['n']}/{s['n'] + s['failed']} | "
                      f"{meaning[row]} |")
     return lines + [""]
+
+
+def usage_lines(usage: dict) -> list:
+    """tool -> N -> {"cpu_seconds", "maxrss_mib", "seconds", "rc"} of one run -> a table."""
+    from bench.converge import LABELS
+
+    if not usage:
+        return []
+    ns = sorted({int(n) for runs in usage.values() for n in runs})
+    lines = ["### Controller CPU and memory (one no-op run each, GNU time)", "",
+             "| tool | " + " | ".join(f"N={n}: CPU per host, peak RSS" for n in ns) + " |",
+             "|---|" + "---|" * len(ns)]
+    for tool, runs in usage.items():
+        cells = []
+        for n in ns:
+            r = runs.get(str(n))
+            if not r or r.get("maxrss_mib") is None:
+                cells.append("–")
+                continue
+            flag = "" if r["rc"] == 0 else f" (rc={r['rc']})"
+            cells.append(f"{r['cpu_seconds'] / n:.3f} s, {r['maxrss_mib']:.0f} MiB{flag}")
+        lines.append(f"| {LABELS.get(tool, tool)} | " + " | ".join(cells) + " |")
+    return lines + ["", "CPU: user+system of the tool and the children it waited for, divided by N; peak RSS: "
+                        "the largest single process (xcatfab is one process for all hosts; pyinfra too).", ""]
+
+
+def measure_usage(lab, hosts: list, ns: list, tools: list) -> dict:
+    from bench.converge import PEERS, Runner, ensure_iso, ensure_venv
+    from tests.labkit.common import cache_dir
+
+    venvs = {"pyinfra": ensure_venv("pyinfra", PEERS / "requirements-pyinfra.txt")} if "pyinfra" in tools else {}
+    work = cache_dir() / "bench" / "work-scale"
+    work.mkdir(parents=True, exist_ok=True)
+    runner = Runner(lab, hosts, venvs, ensure_iso(), work)
+    out: dict = {}
+    for n in ns:
+        for tool in tools:
+            result = runner.run(tool, hosts[:n])
+            out.setdefault(tool, {})[str(n)] = dict(result["usage"], seconds=result["seconds"], rc=result["rc"])
+            log(f"usage N={n} {tool}: {result['usage']} rc={result['rc']}")
+    return out
 
 
 def relay_lines(relay: list, size_mib: Optional[int]) -> list:
@@ -282,7 +327,8 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--serial-runs", type=int, default=3)
     parser.add_argument("--relay-n", type=int, default=8)
     parser.add_argument("--relay-mib", type=int, default=1024)
-    parser.add_argument("--skip", default="", help="phases to skip: memory,serial,relay")
+    parser.add_argument("--usage-n", default="1,4,8,16", help="N of the controller-cost runs")
+    parser.add_argument("--skip", default="", help="phases to skip: memory,serial,usage,relay")
     parser.add_argument("--markdown", default=str(MARKDOWN))
     parser.add_argument("--no-markdown", action="store_true")
     parser.add_argument("--render", metavar="JSON")
@@ -319,6 +365,9 @@ def run(args, argv) -> dict:
         log(f"memory: {results['memory']['summary']}")
     if "serial" not in skip:
         results["serial"] = measure_serial(lab, hosts, args.serial_runs, sets)
+    if "usage" not in skip:
+        ns = [n for n in sorted({int(x) for x in parse_list(args.usage_n)}) if n <= len(hosts)]
+        results["usage"] = measure_usage(lab, hosts, ns, ["xcatfab", "xcatfab-deep", "pyinfra"])
     if "relay" not in skip:
         ns = sorted({1, min(args.relay_n, len(hosts))})
         results["relay"] = measure_relay(lab, hosts, ns, args.relay_mib)

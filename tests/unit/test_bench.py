@@ -616,3 +616,32 @@ def test_headline_against_the_floor_and_the_fastest_deep_peer():
     (line,) = converge.headline([4], noop)
     assert line == ("N=4: xcatfab quick 0.60 s = 1.20× the floor; deep 1.00 s = 0.10× the fastest deep peer "
                     "(pyinfra (deep), 10.00 s), 10.0× faster")
+
+
+def test_parse_pyinfra_with_host_names_padded_to_the_longest():
+    text = "    [lab1]  No changes\n    [lab10] No changes\n    [lab2]  Success\n"
+    assert converge.parse_pyinfra(text) == {"lab1": {"changed": 0}, "lab10": {"changed": 0},
+                                            "lab2": {"changed": 1}}
+
+
+def test_peak_rss_is_the_childs_not_this_processs(tmp_path):
+    import subprocess
+
+    big = bytearray(200 * 1024 * 1024)  # this process: over 200 MiB resident
+    big[::4096] = b"x" * len(big[::4096])
+    out = tmp_path / "rss"
+    argv = converge.with_peak_rss(["true"], out)
+    if argv[0] != converge.TIME:
+        pytest.skip("no GNU time")
+    subprocess.run(argv, check=True)
+    assert converge.read_peak_rss(out) < 50  # `true`'s own, not the 200 MiB of its parent
+    assert converge.read_peak_rss(tmp_path / "missing") is None
+
+
+def test_scale_usage_lines():
+    usage = {"xcatfab": {"1": {"cpu_seconds": 0.25, "maxrss_mib": 48.0, "seconds": 0.5, "rc": 0},
+                         "4": {"cpu_seconds": 0.4, "maxrss_mib": 52.0, "seconds": 1.0, "rc": 0}},
+             "pyinfra": {"1": {"cpu_seconds": 0.6, "maxrss_mib": None, "seconds": 5.0, "rc": 0}}}
+    text = "\n".join(scale.usage_lines(usage))
+    assert "| xcatfab (quick) | 0.250 s, 48 MiB | 0.100 s, 52 MiB |" in text
+    assert "| pyinfra (deep) | – | – |" in text
