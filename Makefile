@@ -42,6 +42,11 @@ unit: venv
 test: venv lab-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# The VM tier with its slow scenarios too (sudo, teardown + reboot, macvlan reboot, power loss
+# during docker and container): about 20 minutes more than make test's VM tier.
+test-vm-full: venv lab-deps
+	XCATFAB_VMLAB_FULL=1 $(BIN)/pytest tests/vmlab $(PYTEST_ARGS)
+
 demo: venv lab-deps
 	$(BIN)/inv lab.up --hosts 1
 	$(BIN)/fab -H lab1 deploy --inventory $(LAB_STATE)/hosts.ini

@@ -79,6 +79,7 @@ def test_real_copycds_mounts_the_iso_through_a_loop_device(scenarios, tmp_path):
     assert "ISO 9660 Extensions" in kernel, kernel
 
 
+@pytest.mark.vmlab_full
 def test_teardown_restore_network_then_reboot(scenarios, vmlab):
     s = scenarios
     s.deployed(VM)
@@ -118,6 +119,7 @@ def test_rollback_by_the_systemd_timer(scenarios, vmlab):
     assert s.ssh(VM, "ls /etc/netplan").stdout.split() == ["01-eth0.yaml"]
 
 
+@pytest.mark.vmlab_full
 def test_sudo_user_with_a_password_deploys(scenarios, vmlab):
     s = scenarios
     s.image_ready(VM)

@@ -17,6 +17,8 @@ import json
 import re
 import threading
 
+import pytest
+
 from tests.labkit.vm import dhcp
 from tests.labkit.vm._shared import _wait_for, render
 
@@ -67,6 +69,11 @@ def test_reboot_in_netns_mode(scenarios, vmlab):
     _deploy_then_reboot(scenarios, vmlab, "netns", reboots=1)
 
 
+@pytest.mark.vmlab_full
+@pytest.mark.xfail(strict=True, reason=(
+    "macvlan mode: the host's macvlan shim (xfshim..., its address and its route to the container) is made "
+    "live only, so after a reboot the host cannot reach its container and the next deploy makes the shim "
+    "again (changed=1); seen on vm1 2026-12-05"))
 def test_reboot_in_macvlan_mode(scenarios, vmlab):
     _deploy_then_reboot(scenarios, vmlab, "macvlan", reboots=1)
 
@@ -141,6 +148,7 @@ def _dpkg_running(s) -> bool:
     return proc.returncode == 0
 
 
+@pytest.mark.vmlab_full
 def test_power_loss_during_the_docker_install(scenarios, vmlab):
     s = scenarios
     s.fresh(VM)
@@ -151,6 +159,7 @@ def test_power_loss_during_the_docker_install(scenarios, vmlab):
     assert s.ssh(VM, "systemctl is-active docker").stdout.strip() == "active"
 
 
+@pytest.mark.vmlab_full
 def test_power_loss_during_the_container_step(scenarios, vmlab):
     s = scenarios
     s.image_ready(VM)
