@@ -30,6 +30,7 @@ from ..steps.base import Action
 from ..steps.bridge import GUARD as BRIDGE_GUARD
 from ..steps.bridge import forward_rule_present, netplan_file, netplan_text, recorded_network
 from ..steps.container import shim_name, veth_names
+from ..steps.container.shim import shim_unit_left
 from ..steps.docker import engine_error, inspected
 from ..steps.hostnet import default_route, ipv4, links, movable_routes
 from .deploy import DeployOptions, fact_context, finish, open_run
@@ -62,8 +63,8 @@ def teardown_plan(cfg, facts: Facts, purge: bool) -> list:
         actions.append(Action("container", f"remove container {cfg.container_name} ({state})"))
     if objs["network"] is not None:
         actions.append(Action("network", f"remove Docker network {cfg.docker_network}"))
-    if shim_name(cfg) in links(facts):
-        actions.append(Action("shim", f"remove the macvlan shim {shim_name(cfg)}"))
+    if shim_name(cfg) in links(facts) or shim_unit_left(facts):
+        actions.append(Action("shim", f"remove the macvlan shim {shim_name(cfg)} and its boot unit"))
     if purge and facts.kv("admin.state").get("data_dir") == "yes":
         actions.append(Action("purge", f"remove {cfg.data_dir} (xCAT's tables, /install, logs)"))
     return actions

@@ -58,6 +58,7 @@ from tasks.steps import image as image_step
 from tasks.steps import xcat as xcat_step
 from tasks.steps.base import Action
 from tasks.steps.buildctx import context_files
+from tasks.steps.container import shim as container_shim
 from tasks.steps.image import context_tar
 from tasks.steps.iso.chain import _relay_script
 from tasks.steps.iso.local import validate_local
@@ -647,6 +648,24 @@ def r_bridge_forward(v: Variant) -> list:
     return cases
 
 
+def r_macvlan_shim(v: Variant) -> list:
+    """macvlan mode's shim: the unit that makes it at every boot, and the script it runs."""
+    cfg = v.cfg
+    if cfg.network_mode != "macvlan":
+        return []
+    unit, script = container_shim.shim_files(cfg)
+    args = container_shim.shim_args(cfg)
+    argv = [args["name"], args["bridge"], args["shim_ip"], args["ip"]]
+    return [File("xcatfab-macvlan-shim.service", "host/xcatfab-macvlan-shim.service.j2", "unit", unit,
+                 {"argv": ["/bin/sh", f"{cfg.state_dir}/macvlan-shim.sh", *argv], "instance": ""}),
+            Shell("macvlan-shim", "host/macvlan-shim.sh.j2", script, args=tuple(argv),
+                  modes=("present", "systemd"), check=lambda ran, mode: _shimmed(ran, args))]
+
+
+def _shimmed(ran, args: dict) -> None:
+    assert ["addr", "add", f"{args['shim_ip']}/32", "dev", args["name"]] in ran.args_of("ip"), ran.calls
+
+
 def _accepted(ran, cfg) -> None:
     rule = ["-i", cfg.bridge, "-o", cfg.bridge, "-j", "ACCEPT"]
     assert ["-C", "DOCKER-USER", *rule] in ran.args_of("iptables"), ran.calls
@@ -767,6 +786,11 @@ def r_container(v: Variant) -> list:
         cases.append(Shell(f"container-apply ({kind})", "host/container-apply.sh.j2", text,
                            check=_container_check(cfg, ctx, kind)))
     return cases
+
+
+def r_container_unshim(v: Variant) -> list:
+    """The container step removing an earlier macvlan mode's shim (host/shim.sh.j2's macro)."""
+    return [case for case in r_container(v) if case.name == "container-apply (leave)"]
 
 
 def _container_check(cfg, ctx: dict, kind: str):
@@ -1050,6 +1074,8 @@ RENDERERS = {
     "host/bridge-apply.sh.j2": r_bridge, "host/bridge-undo.sh.j2": r_bridge,
     "host/bridge-forward.sh.j2": r_bridge_forward, "host/docker-user-accept.sh.j2": r_bridge_forward,
     "host/xcatfab-forward@.service.j2": r_bridge_forward,
+    "host/macvlan-shim.sh.j2": r_macvlan_shim, "host/xcatfab-macvlan-shim.service.j2": r_macvlan_shim,
+    "host/shim.sh.j2": r_container_unshim,
     "host/container-apply.sh.j2": r_container, "host/container-hosts.j2": r_etc_files,
     "host/container-resolv.conf.j2": r_etc_files, "host/docker-apply.sh.j2": r_docker,
     "host/facts.sh.j2": r_facts, "host/guard.sh.j2": r_guarded, "host/guarded-disarm.sh.j2": r_guarded,
@@ -1069,6 +1095,7 @@ RENDERERS = {
 INCLUDED = {
     "host/guard.sh.j2": ("host/guarded-launch.sh.j2", "cancel_bridge_rollback()"),
     "host/statedir.sh.j2": ("host/guarded-launch.sh.j2", "xcatfab_root_only()"),
+    "host/shim.sh.j2": ("host/container-apply.sh.j2", "its boot unit and script"),
     "host/iso-relay.py.j2": ("host/iso-receive.sh.j2", "XCATFAB_PY"),
 }
 

@@ -70,10 +70,6 @@ def test_reboot_in_netns_mode(scenarios, vmlab):
 
 
 @pytest.mark.vmlab_full
-@pytest.mark.xfail(strict=True, reason=(
-    "macvlan mode: the host's macvlan shim (xfshim..., its address and its route to the container) is made "
-    "live only, so after a reboot the host cannot reach its container and the next deploy makes the shim "
-    "again (changed=1); seen on vm1 2026-12-05"))
 def test_reboot_in_macvlan_mode(scenarios, vmlab):
     _deploy_then_reboot(scenarios, vmlab, "macvlan", reboots=1)
 

@@ -22,6 +22,8 @@ from .hostfacts import (
     watcher_left,
     xcatd_listening,
 )
+from .shim import UNIT as SHIM_UNIT
+from .shim import shim_args, shim_files, shim_unit_left, shim_unit_needed, shim_unit_state
 from .spec import (
     MANAGED_LABEL,
     container_ip,
@@ -94,8 +96,8 @@ class ContainerStep(Step):
         if mode != "netns" and (watcher_left(facts) or veth_names(cfg)[0] in links(facts)):
             actions.append(Action("unwatch", f"remove the netns watcher and veth of {cfg.container_name} "
                                              f"(network_mode is {mode} now)"))
-        if mode != "macvlan" and shim_name(cfg) in links(facts):
-            actions.append(Action("unshim", f"remove the macvlan shim {shim_name(cfg)} and its route "
+        if mode != "macvlan" and (shim_name(cfg) in links(facts) or shim_unit_left(facts)):
+            actions.append(Action("unshim", f"remove the macvlan shim {shim_name(cfg)}, its route and its unit "
                                             f"(network_mode is {mode} now)"))
         if mode == "netns" and network is not None and _managed(network):
             # Left from an earlier bridge/macvlan deploy: its forwarding rules would
@@ -135,9 +137,11 @@ class ContainerStep(Step):
     def _mode_pieces(cfg, facts: Facts, fresh: bool) -> list[Action]:
         """netns: the watcher and the address; macvlan: the host's shim."""
         actions = []
-        if cfg.network_mode == "macvlan" and not shim_ok(cfg, facts):
+        if cfg.network_mode == "macvlan" and (not shim_ok(cfg, facts) or shim_unit_needed(cfg, facts)):
+            systemd = shim_unit_state(facts).get("systemd") == "yes"
+            boot = f", made again at every boot by {SHIM_UNIT}" if systemd else ""
             actions.append(Action("shim", f"host macvlan shim {shim_name(cfg)} on {cfg.bridge} "
-                                          f"with a route to {container_ip(cfg)}"))
+                                          f"with a route to {container_ip(cfg)}{boot}"))
         if cfg.network_mode != "netns":
             return actions
         state = watcher(facts)
@@ -206,8 +210,8 @@ def _mode_context(cfg, facts: Facts, kinds: dict) -> dict:
     netns = netns_context(cfg, facts) if cfg.network_mode == "netns" else None
     shim = None
     if "shim" in kinds:
-        shim = {"name": shim_name(cfg), "bridge": cfg.bridge, "shim_ip": str(cfg.macvlan_shim_ip),
-                "ip": container_ip(cfg)}
+        unit, script = shim_files(cfg)
+        shim = dict(shim_args(cfg), unit=unit, script=script)
     return dict(
         unwatch="unwatch" in kinds or "watcher" in kinds, veth=veth_names(cfg)[0],
         unshim=shim_name(cfg) if "unshim" in kinds else "", netns=netns, watcher="watcher" in kinds,

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from tasks.steps import container
-from tests.unit.factshapes import AFTER, facts
+from tasks.steps.container import shim
+from tests.unit.factshapes import AFTER, facts, link
 from tests.unit.factshapes import plan_cfg as cfg
 
 
@@ -102,3 +103,46 @@ def test_binds_compare_with_the_default_rw_dropped():
     assert container.container_diff(c, ctr, {"Id": "sha256:img"}) == []
     ctr["HostConfig"]["Binds"][0] = ctr["HostConfig"]["Binds"][0].replace(":rw", ":ro")
     assert container.container_diff(c, ctr, {"Id": "sha256:img"})[0].startswith("mounts")
+
+
+# --- macvlan: the host's shim, and its unit on a systemd host --------------
+def shim_facts(c, **shim_section):
+    """lab1 after the bridge step with the macvlan shim up (its /32 and its route), plus ``host.macvlan_shim``."""
+    name = container.shim_name(c)
+    links = AFTER["host__links"] + [link(name, [f"{c.macvlan_shim_ip}/32"], kind="macvlan", link=c.bridge)]
+    routes = AFTER["host__routes"] + [{"dst": str(c.container_ip.ip), "dev": name}]
+    section = "\n".join(f"{k}={v}" for k, v in shim_section.items())
+    return facts(host__links=links, host__routes=routes, host__macvlan_shim=section)
+
+
+def kinds(actions):
+    return [a.kind for a in actions]
+
+
+def test_on_a_systemd_host_the_shim_s_boot_unit_is_part_of_converged():
+    """The shim is a live link: a reboot takes it away unless a unit makes it again."""
+    c = cfg("network_mode=macvlan")
+    unit, script = shim.shim_files(c)
+    kept = dict(systemd="yes", enabled="yes", unit_sha=shim._sha256(unit), script_sha=shim._sha256(script))
+    assert kinds(container.ContainerStep._mode_pieces(c, shim_facts(c, **kept), False)) == []
+    assert kinds(container.ContainerStep._mode_pieces(c, shim_facts(c, systemd="yes"), False)) == ["shim"]
+    stale = dict(kept, unit_sha="0" * 64)
+    (action,) = container.ContainerStep._mode_pieces(c, shim_facts(c, **stale), False)
+    assert action.kind == "shim" and "made again at every boot by xcatfab-macvlan-shim.service" in action.summary
+    # No systemd: the live shim is all there is to keep.
+    assert kinds(container.ContainerStep._mode_pieces(c, shim_facts(c), False)) == []
+
+
+def test_the_unit_s_command_is_the_shim_script_with_its_values():
+    c = cfg("network_mode=macvlan")
+    unit, _script = shim.shim_files(c)
+    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    assert exec_start == (f"ExecStart=/bin/sh /st/macvlan-shim.sh {container.shim_name(c)} mydocker0 "
+                          f"198.18.0.161 {c.container_ip.ip}")
+
+
+def test_a_shim_unit_left_by_macvlan_mode_is_removed_in_another_mode():
+    c = cfg("network_mode=bridge")
+    f = facts(**AFTER, host__macvlan_shim="systemd=yes\nenabled=yes\nunit_sha=ab")  # after a reboot: no link
+    actions = container.ContainerStep._leftovers(c, f, None)
+    assert kinds(actions) == ["unshim"] and "its unit" in actions[0].summary
