@@ -17,6 +17,7 @@ trip, plan, apply, re-read the facts and re-plan to verify.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 from ..runtime.errors import StepFailed
@@ -75,3 +76,17 @@ class Step:
 
     def remember(self, run) -> None:
         """Called after the step ended converged (ok or verified changed); default: nothing."""
+
+
+def sha256_text(text: str) -> str:
+    """The sha256 of ``text`` as the fact scripts print it (``sha256sum`` of the file)."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def boot_unit_needed(state: dict, unit: str, script: str) -> bool:
+    """On a systemd host (``state``: a fact section with ``systemd``, ``enabled``, ``unit_sha``,
+    ``script_sha``): a unit that puts something back at boot is missing, disabled or not ours now."""
+    if state.get("systemd") != "yes":
+        return False
+    return (state.get("enabled") != "yes" or state.get("unit_sha") != sha256_text(unit)
+            or state.get("script_sha") != sha256_text(script))

@@ -29,7 +29,6 @@ Fact fragments: ``host`` (:mod:`tasks.steps.hostnet`), ``bridge``
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Optional
 
@@ -37,7 +36,7 @@ from ..runtime.facts import Facts
 from ..runtime.guarded import GuardedChange, apply_guarded, disarm, pending
 from ..runtime.templating import render
 from . import netplan
-from .base import Action, Step, StepFailed
+from .base import Action, Step, StepFailed, boot_unit_needed
 from .hostnet import (
     bridge_info,
     default_route,
@@ -74,16 +73,7 @@ def forward_unit(cfg) -> tuple[str, str]:
 
 def forward_unit_needed(cfg, facts: Facts) -> bool:
     """On a systemd host: the rule's unit is missing, disabled or not xcatfab's current one."""
-    state = facts.kv("bridge.forward_unit")
-    if state.get("systemd") != "yes":
-        return False
-    unit, script = forward_unit(cfg)
-    return (state.get("enabled") != "yes" or state.get("unit_sha") != _sha256(unit)
-            or state.get("script_sha") != _sha256(script))
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+    return boot_unit_needed(facts.kv("bridge.forward_unit"), *forward_unit(cfg))
 
 
 def forward_rule_present(cfg, facts: Facts) -> bool:

@@ -9,10 +9,9 @@ them as part of converged. The ``host.macvlan_shim`` fact section
 
 from __future__ import annotations
 
-import hashlib
-
 from ...runtime.facts import Facts
 from ...runtime.templating import render
+from ..base import boot_unit_needed
 from .spec import container_ip, shim_name
 
 UNIT = "xcatfab-macvlan-shim.service"
@@ -36,19 +35,10 @@ def shim_unit_state(facts: Facts) -> dict:
 
 def shim_unit_needed(cfg, facts: Facts) -> bool:
     """On a systemd host: the shim's unit is missing, disabled or not xcatfab's current one."""
-    state = shim_unit_state(facts)
-    if state.get("systemd") != "yes":
-        return False
-    unit, script = shim_files(cfg)
-    return (state.get("enabled") != "yes" or state.get("unit_sha") != _sha256(unit)
-            or state.get("script_sha") != _sha256(script))
+    return boot_unit_needed(shim_unit_state(facts), *shim_files(cfg))
 
 
 def shim_unit_left(facts: Facts) -> bool:
     """The unit (or its script) is on the host: something for a mode switch or teardown to remove."""
     state = shim_unit_state(facts)
     return bool(state.get("unit_sha") or state.get("script_sha"))
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from ...runtime.facts import Facts
 from ...runtime.templating import render
-from ..base import Action, Step, blocked, refuse_blocked
+from ..base import Action, Step, blocked, refuse_blocked, sha256_text
 from ..docker import engine_error, inspected
 from ..hostnet import gateway_for, links
 from .compare import container_diff, network_diff
@@ -147,7 +145,7 @@ class ContainerStep(Step):
         state = watcher(facts)
         attach = render("host/netns-attach.sh.j2", **netns_context(cfg, facts))
         running = state.get("pid") or state.get("unit") == "active"
-        if not running or state.get("attach_sha") != _sha256(attach):
+        if not running or state.get("attach_sha") != sha256_text(attach):
             actions.append(Action("watcher", f"start the netns watcher for {cfg.container_name} "
                                              "(re-applies the address on every start)"))
         if not fresh and (cfg.container_ip not in container_addresses(facts) or mac_of(facts, cfg) != mac_address(cfg)):
@@ -219,7 +217,3 @@ def _mode_context(cfg, facts: Facts, kinds: dict) -> dict:
         attach_script=render("host/netns-attach.sh.j2", **netns) if netns else "",
         watch_script=render("host/netns-watch.sh.j2", **netns) if netns else "",
         unit=render("host/xcatfab-netns@.service.j2", state_dir=cfg.state_dir) if netns else "", shim=shim)
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()

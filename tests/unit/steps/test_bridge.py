@@ -5,6 +5,7 @@ import pytest
 
 from tasks.runtime.errors import StepFailed
 from tasks.steps import bridge
+from tasks.steps.base import sha256_text
 from tests.unit.factshapes import AFTER, BEFORE, MAC, facts, link, run_for
 from tests.unit.factshapes import plan_cfg as cfg
 
@@ -107,6 +108,6 @@ def test_on_a_systemd_host_the_forward_rule_is_kept_by_a_unit():
     missing = facts(**base, bridge__forward_unit="systemd=yes")
     assert [a.kind for a in bridge.BridgeStep().plan(run_for(cfg(), missing))] == ["forward"]
     kept = facts(**base, bridge__forward_unit="systemd=yes\nenabled=yes\n"
-                 f"unit_sha={bridge._sha256(unit)}\nscript_sha={bridge._sha256(script)}")
+                 f"unit_sha={sha256_text(unit)}\nscript_sha={sha256_text(script)}")
     assert bridge.BridgeStep().plan(run_for(cfg(), kept)) == []
     assert bridge.BridgeStep().plan(run_for(cfg(), facts(**base))) == []  # no systemd: the rule is all

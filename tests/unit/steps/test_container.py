@@ -5,6 +5,7 @@ import json
 import pytest
 
 from tasks.steps import container
+from tasks.steps.base import sha256_text
 from tasks.steps.container import shim
 from tests.unit.factshapes import AFTER, facts, link
 from tests.unit.factshapes import plan_cfg as cfg
@@ -123,7 +124,7 @@ def test_on_a_systemd_host_the_shim_s_boot_unit_is_part_of_converged():
     """The shim is a live link: a reboot takes it away unless a unit makes it again."""
     c = cfg("network_mode=macvlan")
     unit, script = shim.shim_files(c)
-    kept = dict(systemd="yes", enabled="yes", unit_sha=shim._sha256(unit), script_sha=shim._sha256(script))
+    kept = dict(systemd="yes", enabled="yes", unit_sha=sha256_text(unit), script_sha=sha256_text(script))
     assert kinds(container.ContainerStep._mode_pieces(c, shim_facts(c, **kept), False)) == []
     assert kinds(container.ContainerStep._mode_pieces(c, shim_facts(c, systemd="yes"), False)) == ["shim"]
     stale = dict(kept, unit_sha="0" * 64)
