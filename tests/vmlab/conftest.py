@@ -25,15 +25,9 @@ NOT_ROOT_REASON = ("VM lab tests need root (taps, a bridge, iptables, QEMU): "
                    "run them as root, as .ci/run does")
 
 
-#: ``XCATFAB_VMLAB_FULL=1`` (``make test-vm-full``) also runs the scenarios marked ``vmlab_full``:
-#: the slowest ones, kept out of ``make test`` so the whole suite fits its time on 2 cores.
-FULL = os.environ.get("XCATFAB_VMLAB_FULL") == "1"
-FULL_REASON = "one of the VM tier's slow scenarios: run with XCATFAB_VMLAB_FULL=1 (make test-vm-full)"
-
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "vmlab: test against the VM lab's QEMU virtual machines (root only)")
-    config.addinivalue_line("markers", "vmlab_full: a slow VM scenario, run only with XCATFAB_VMLAB_FULL=1")
 
 
 #: Order of the VM tier's modules: the smoke tests see bare VMs, the scenarios reuse
@@ -54,8 +48,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.vmlab)
             if os.geteuid() != 0:
                 item.add_marker(pytest.mark.skip(reason=NOT_ROOT_REASON))
-            elif item.get_closest_marker("vmlab_full") and not FULL:
-                item.add_marker(pytest.mark.skip(reason=FULL_REASON))
     # Reorder the VM tier's items among their own slots only (stable within a module).
     ordered = sorted((items[i] for i in slots), key=_rank)
     for index, item in zip(slots, ordered):

@@ -11,6 +11,12 @@ A scenario starts from one of three states of a VM:
 - ``deployed``: ``image-ready`` plus a ``deploy`` with the defaults, live (never
   a snapshot: booting it would be a reboot, which scenarios test on purpose).
 
+A test that leaves the VM in a state the next one can start from says so with
+:meth:`Scenarios.mark` (``deployed``, ``deployed-netns``, ``network-restored`` ...);
+the next test reuses it when :meth:`Scenarios.is_live` agrees and otherwise
+makes its start state itself, so a failed test never leaves the next one on a
+VM in an unknown state: every `fab` run forgets the mark until a test sets it again.
+
 Every check goes around xcatfab: plain OpenSSH (:meth:`VmLab.ssh`), ``ip -j``,
 ``systemctl``, ``journalctl``, ``docker inspect`` on the VM, TCP from the controller.
 """
@@ -21,17 +27,22 @@ import json
 import re
 import shlex
 import subprocess
+import threading
 import time
 
 from tests.lab import fabrun
 from tests.lab.fabrun import recap, tcp_answers
-from tests.labkit.vm._shared import _tcp_banner
+from tests.labkit.vm._shared import _tcp_banner, _wait_for
 
 IMAGE_READY = "image-ready"
 #: The minbase tarball becomes the lab preset's FROM image on the VM, under both its tags.
 BASE_IMAGE_REPO = "xcatfab/bookworm-minbase"
 #: What a VM prints on its console when eth0 joins the bridge (the kernel's own line).
 ETH0_JOINED = re.compile(r"mydocker0: port \d+\(eth0\) entered (blocking|forwarding) state")
+#: ... and when the container's veth joins it (the container step, bridge mode).
+VETH_JOINED = re.compile(r"mydocker0: port \d+\(veth\w+\) entered")
+#: Power loss and reboots may hit a host that never comes back: give up well before the default.
+BOOT_TIMEOUT = 180
 
 
 class Scenarios:
@@ -98,7 +109,44 @@ class Scenarios:
 
     def mark_deployed(self, vm: str) -> None:
         """The calling test left ``vm`` deployed with the defaults and checked it."""
-        self.live[vm] = "deployed"
+        self.mark(vm, "deployed")
+
+    def mark(self, vm: str, state: str) -> None:
+        """The calling test left ``vm`` in ``state`` and checked it."""
+        self.live[vm] = state
+
+    def is_live(self, vm: str, *states: str) -> bool:
+        """Whether the last test left ``vm`` in one of ``states`` (and no `fab` ran since)."""
+        return self.live.get(vm) in states
+
+    # -- power loss
+    def kill_when(self, vm: str, condition, fab_args: tuple, what: str) -> subprocess.CompletedProcess:
+        """Run `fab ARGS` in the background, SIGKILL the VM's QEMU once ``condition()`` holds; return fab's result.
+
+        Fails when `fab` ends before the condition held (the power loss would have hit nothing).
+        """
+        result: dict = {}
+        runner = threading.Thread(target=lambda: result.setdefault("proc", self.fab(vm, *fab_args)), daemon=True)
+        runner.start()
+        _wait_for(lambda: condition() or not runner.is_alive(), 900, what, interval=0.2)
+        if not runner.is_alive():
+            proc = result.get("proc")
+            raise AssertionError(f"fab ended before {what}:\n" + (proc.stdout + proc.stderr if proc else "(no result)"))
+        self.lab.kill(vm)
+        runner.join(900)
+        assert "proc" in result, f"fab {' '.join(fab_args)} did not end after the power loss"
+        return result["proc"]
+
+    def boot_after_power_loss(self, vm: str) -> None:
+        """Power on after a power loss: SSH answers, the address on eth0 or mydocker0 (one of them), one route."""
+        self.lab.boot(vm, timeout=BOOT_TIMEOUT)
+        assert self.holders(vm) in (["eth0"], ["mydocker0"]), self.addresses(vm)
+        assert len(self.default_routes(vm)) == 1, self.default_routes(vm)
+
+    def dpkg_running(self, vm: str) -> bool:
+        """Whether dpkg runs on the VM right now."""
+        proc = self.ssh(vm, "pgrep -x dpkg", check=False, timeout=30, options=("-o", "ConnectTimeout=5"))
+        return proc.returncode == 0
 
     # -- independent checks
     def ssh(self, vm: str, cmd: str, **kw) -> subprocess.CompletedProcess:

@@ -51,6 +51,7 @@ TEMPLATE_DIR = "vmlab/base"
 BASE_FILES = {
     "etc/fstab": ("fstab.j2", 0o644),
     "etc/ssh/sshd_config.d/xcatfab-vmlab.conf": ("sshd_config.j2", 0o644),
+    "etc/systemd/journald.conf.d/xcatfab-vmlab.conf": ("journald.conf.j2", 0o644),
     "etc/systemd/system/xcatfab-vmlab-seed.service": ("xcatfab-vmlab-seed.service.j2", 0o644),
     SEED_SCRIPT.lstrip("/"): ("xcatfab-vmlab-seed.sh.j2", 0o755),
 }

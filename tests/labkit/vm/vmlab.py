@@ -186,9 +186,25 @@ class VmLab:
         old = self.boot_id(name)
         # The connection may drop before ssh sees the exit status: that is the reboot working.
         self.ssh(name, "systemctl reboot", check=False, timeout=30)
-        boot = self.wait_ssh(name, timeout, not_boot_id=old)
+        try:
+            boot = self.wait_ssh(name, timeout, not_boot_id=old)
+        except LabError as exc:
+            raise LabError(f"{exc}\n{self.post_mortem(name)}") from None
         self.settle(name, timeout)
         return boot
+
+    def post_mortem(self, name: str) -> str:
+        """After a boot that never answered SSH: power-cycle the VM and return what that boot's
+        journal (kept on disk, synced every second) says of the network and sshd."""
+        try:
+            self.kill(name)
+            self.boot(name)
+            return "journal of the boot that did not answer (journalctl -b -1):\n" + self.ssh(
+                name, "journalctl -b -1 --no-pager -o short-monotonic -p info -u systemd-networkd -u ssh "
+                      "-u 'xcatfab*' -u docker | tail -n 80; networkctl status eth0 mydocker0 2>&1 | head -40",
+                check=False, timeout=60).stdout
+        except Exception as exc:  # a post-mortem must never hide the failure it explains
+            return f"(no post-mortem: {type(exc).__name__}: {exc})"
 
     def shutdown(self, name: str, timeout: float = 180) -> None:
         """``systemctl poweroff`` on the VM and wait until its QEMU has exited."""
