@@ -196,8 +196,6 @@ def test_drift_is_shown_by_plan_and_fixed_by_deploy(lab, deployed, ssh_run, dock
 def test_forward_rule_drift_in_netns_mode(lab, deployed, ssh_run):
     """Without the DOCKER-USER accept, br_netfilter + FORWARD DROP cut the netns-mode
     container off; deploy puts the rule back and the container answers again."""
-    import socket
-
     host, inv, _sets = deployed
     # What the test relies on, set up rather than assumed: bridged frames go through
     # iptables (dockerd loads br_netfilter on a real host; the machine may not have it yet).
@@ -207,6 +205,23 @@ def test_forward_rule_drift_in_netns_mode(lab, deployed, ssh_run):
             pytest.skip("br_netfilter is not loaded and this machine has no modprobe to load it")
         subprocess.run([modprobe, "br_netfilter"], check=True)
     ssh_run(host, "sysctl -q -w net.bridge.bridge-nf-call-iptables=1")
+    # ... and FORWARD's policy DROP, as dockerd leaves it on a real host (it sets DROP when it turns
+    # forwarding on itself). A namespace inherits the machine's ip_forward: with the machine's own
+    # dockerd running it is 1 already, the lab host's dockerd leaves the policy ACCEPT, and nothing
+    # would be cut off.
+    policy = ssh_run(host, "iptables -S FORWARD | sed -n 's/^-P FORWARD //p'")
+    before = policy.stdout.strip()
+    assert before in ("ACCEPT", "DROP"), policy.stdout
+    ssh_run(host, "iptables -P FORWARD DROP")
+    try:
+        _forward_rule_comes_back(lab, host, inv, ssh_run)
+    finally:
+        ssh_run(host, f"iptables -P FORWARD {before}")
+
+
+def _forward_rule_comes_back(lab, host, inv, ssh_run):
+    import socket
+
     sets = ["--set", "network_mode=netns"]
     # From bridge mode: the unused Docker network goes (its own forwarding rules
     # would otherwise let the traffic through and hide the missing DOCKER-USER rule).
