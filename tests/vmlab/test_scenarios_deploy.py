@@ -1,4 +1,4 @@
-"""Issue 14's production path on a real (virtual) host: deploy from bare (through a power loss), copycds.
+"""Issue 14's production path on a real (virtual) host: from bare (a power loss, a sudo user), copycds.
 
 Each scenario drives the real `fab` against the VM lab's inventory and checks
 the VM around xcatfab: plain OpenSSH, ``ip -j``, ``systemctl``, ``journalctl``,
@@ -23,7 +23,8 @@ TIMER = "xcatfab-bridge-rollback.timer"
 def test_from_bare_with_the_defaults_through_a_power_loss_during_apt(scenarios, vmlab):
     """From bare with the defaults a user gets, the first run cut by a power loss while dpkg
     installs docker.io (as a site's flaky PDU would): the VM comes back, the next run finishes
-    the interrupted install, and the deploy goes on from there to xcatd answering."""
+    the interrupted install, and the deploy goes on from there, by a non-root user with a sudo
+    password, to xcatd answering; then root's deploy of the same host changes nothing."""
     s = scenarios
     s.fresh(VM)
     cut = s.kill_when(VM, lambda: s.dpkg_running(VM), ("docker",), "dpkg running on the VM")
@@ -45,9 +46,19 @@ def test_from_bare_with_the_defaults_through_a_power_loss_during_apt(scenarios, 
     assert f"{VM} | changed: [image]" in image.stdout
     s.save_image_ready(VM)  # the later scenarios start here
 
-    first = s.fab_ok(VM, "deploy")
+    plan = s.fab_ok(VM, "deploy", "--plan")
+    assert "/etc/netplan/01-eth0.yaml" in plan.stdout, "the plan must name the host's own netplan file:\n" \
+        + plan.stdout
+    # A non-root user with a sudo password deploys (real sudo, the VM's own /etc/sudoers).
+    password = vmlab.admin_password_file.read_text().strip()
+    user = vmlab.admin_user
+    first = s.fab_ok(VM, "deploy", "--set", f"user={user}", env={"XCATFAB_SUDO_PASSWORD": password})
     for step in ("bridge", "container"):
         assert f"{VM} | changed: [{step}]" in first.stdout, first.stdout
+    assert password not in first.stdout + first.stderr
+    assert s.journal(VM, f"sshd.*Accepted publickey for {user}")
+    assert s.journal(VM, f"sudo.*{user} : .*USER=root")
+    assert password not in s.ssh(VM, "journalctl -b --no-pager").stdout
     assert counts(first, VM)[0] == 1, "the session that moved the address must survive"
     # The rollback was armed as a transient systemd timer, and stopped (not fired) once confirmed.
     timer = s.journal(VM, TIMER)
@@ -62,7 +73,7 @@ def test_from_bare_with_the_defaults_through_a_power_loss_during_apt(scenarios, 
     assert ips == [vmlab.host(VM).container_ip]
     assert "xcatd" in s.xcatd_answers(VM)
 
-    second = s.fab_ok(VM, "deploy")
+    second = s.fab_ok(VM, "deploy")  # as root: the same host, converged
     assert changed(second, VM) == 0 and counts(second, VM) == (1, 1), second.stdout
     s.mark_deployed(VM)
 
