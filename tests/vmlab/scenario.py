@@ -68,8 +68,10 @@ class Scenarios:
 
     # -- states
     def fresh(self, vm: str) -> None:
-        """The VM as ``vmlab.up`` made it (bare), booted."""
-        self.live.pop(vm, None)
+        """The VM as ``vmlab.up`` made it (bare), booted: kept when it is known to be so (booted
+        from its fresh disk this session, no `fab` since), else reset to its fresh disk."""
+        if self.live.pop(vm, None) == "fresh" and self.lab.pid(vm) is not None:
+            return
         self.lab.reset(vm)
 
     def import_base_image(self, vm: str) -> None:
