@@ -149,11 +149,16 @@ def _dynamic(s, ifname: str) -> list[bool]:
     return [bool(a.get("dynamic")) for link in links for a in link.get("addr_info", [])]
 
 
+def _write_eth0_file(s, vmlab, template: str, then: str = "true") -> None:
+    """Write the VM's own netplan file for eth0 from the lab's ``template`` (mode 0600), then run ``then``."""
+    s.ssh(VM, f"cat >/etc/netplan/01-eth0.yaml && chmod 600 /etc/netplan/01-eth0.yaml && {then}",
+          input=render(template, host=vmlab.host(VM).context()))
+
+
 def _static_again(s, vmlab) -> None:
     """Put the VM's own static file for eth0 back (as its seed wrote it) and apply it: the next
     scenarios start from here (no reboot needed: networkd drops the lease and sets the address)."""
-    s.ssh(VM, "cat >/etc/netplan/01-eth0.yaml && chmod 600 /etc/netplan/01-eth0.yaml && netplan apply",
-          input=render("vmlab/seed/01-eth0.yaml.j2", host=vmlab.host(VM).context()))
+    _write_eth0_file(s, vmlab, "vmlab/seed/01-eth0.yaml.j2", then="netplan apply")
     assert s.holders(VM) == ["eth0"] and _dynamic(s, "eth0") == [False]
     assert s.default_routes(VM) == ["eth0"]
     s.mark(VM, "network-restored")
@@ -164,8 +169,7 @@ def test_reboot_with_eth0_by_dhcp(scenarios, vmlab):
     if not s.is_live(VM, *NO_BRIDGE):
         s.image_ready(VM)
     with dhcp.dhcp_server(vmlab):
-        s.ssh(VM, "cat >/etc/netplan/01-eth0.yaml && chmod 600 /etc/netplan/01-eth0.yaml",
-              input=render("vmlab/01-eth0-dhcp.yaml.j2", host=vmlab.host(VM).context()))
+        _write_eth0_file(s, vmlab, "vmlab/01-eth0-dhcp.yaml.j2")
         vmlab.reboot(VM, timeout=BOOT_TIMEOUT)
         assert s.holders(VM) == ["eth0"] and _dynamic(s, "eth0") == [True]
         proc = s.fab(VM, "deploy")
