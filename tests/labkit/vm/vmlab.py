@@ -2,7 +2,7 @@
 
 Operations for scenario tests: :meth:`VmLab.kill` (power loss: SIGKILL to the
 VM's QEMU), :meth:`VmLab.boot` (power on from its overlay), :meth:`VmLab.wait_ssh`,
-:meth:`VmLab.reboot` (``systemctl reboot``, then a new boot id),
+:meth:`VmLab.reboot` (``systemctl reboot``, power on again, then a new boot id),
 :meth:`VmLab.shutdown` (``systemctl poweroff``), and :meth:`VmLab.snapshot` /
 :meth:`VmLab.restore` of a powered-off VM's disk (internal qcow2 snapshots).
 Checks go through plain OpenSSH with the lab's ssh_config (host keys checked).
@@ -24,6 +24,8 @@ from .config import ADMIN_USER, BASE_TARBALL_URL_PATH, VmHost, make_host, repo_u
 
 #: Boot to SSH under TCG takes about 26 s alone and about twice that with two VMs on two cores.
 BOOT_TIMEOUT = 300
+#: How long a guest may take from ``systemctl reboot`` or ``poweroff`` until its QEMU exits.
+SHUTDOWN_TIMEOUT = 180
 #: Snapshot of every VM's overlay as ``vmlab.up`` made it, before its first boot (seed not yet applied).
 FRESH_SNAPSHOT = "fresh"
 
@@ -181,11 +183,19 @@ class VmLab:
         return qemu.kill(self.host(name))
 
     def reboot(self, name: str, timeout: float = BOOT_TIMEOUT) -> str:
-        """``systemctl reboot`` on the VM, then wait for SSH in a new boot and for systemd to settle;
-        return the new boot id."""
+        """``systemctl reboot`` on the VM: the guest shuts down and resets, which ends its QEMU
+        (``-no-reboot``); the VM is powered on again from its disk. Then wait for SSH in a new
+        boot and for systemd to settle; return the new boot id."""
         old = self.boot_id(name)
+        pid = self.pid(name)
         # The connection may drop before ssh sees the exit status: that is the reboot working.
         self.ssh(name, "systemctl reboot", check=False, timeout=30)
+        try:
+            qemu.wait_powered_off(self.host(name), SHUTDOWN_TIMEOUT, pid)
+        except LabError as exc:
+            raise LabError(f"{exc}; the guest never reset after systemctl reboot; console of {name}:\n"
+                           f"{self.console_tail(name)}") from None
+        self.boot(name, wait=False)
         try:
             boot = self.wait_ssh(name, timeout, not_boot_id=old)
         except LabError as exc:
@@ -206,7 +216,7 @@ class VmLab:
         except Exception as exc:  # a post-mortem must never hide the failure it explains
             return f"(no post-mortem: {type(exc).__name__}: {exc})"
 
-    def shutdown(self, name: str, timeout: float = 180) -> None:
+    def shutdown(self, name: str, timeout: float = SHUTDOWN_TIMEOUT) -> None:
         """``systemctl poweroff`` on the VM and wait until its QEMU has exited."""
         if self.pid(name) is None:
             return
