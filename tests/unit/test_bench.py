@@ -645,3 +645,21 @@ def test_scale_usage_lines():
     text = "\n".join(scale.usage_lines(usage))
     assert "| xcatfab (quick) | 0.250 s, 48 MiB | 0.100 s, 52 MiB |" in text
     assert "| pyinfra (deep) | – | – |" in text
+
+
+# ------------------------------------------------------------------ bytecode
+def test_precompile_leaves_every_xcatfab_module_compiled(tmp_path):
+    """make bench times xcatfab as a wheel install runs it: its modules byte-compiled, whatever
+    PYTHONDONTWRITEBYTECODE says (pip compiled the peers' packages when it installed them)."""
+    import importlib.util
+
+    from bench import run
+
+    (tmp_path / "tasks" / "sub").mkdir(parents=True)
+    for rel in ("fabfile.py", "tasks/__init__.py", "tasks/sub/mod.py"):
+        (tmp_path / rel).write_text("X = 1\n")
+    compiled = run.precompile(tmp_path)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in compiled) == [
+        "fabfile.py", "tasks/__init__.py", "tasks/sub/mod.py"]
+    for rel in ("fabfile.py", "tasks/__init__.py", "tasks/sub/mod.py"):
+        assert os.path.exists(importlib.util.cache_from_source(str(tmp_path / rel)))
