@@ -6,8 +6,11 @@ A scenario starts from one of three states of a VM:
 - ``image-ready``: docker.io installed by xcatfab's ``docker`` step, the lab
   preset's FROM image imported (a site would pull it from its registry; the
   VM lab has none, see docs/VMLAB.md) and the xCAT image built on the VM by the
-  ``image`` step. Made once per session from ``fresh`` and kept as an internal
-  snapshot of the VM's disk, so the slow part (apt, the build) is paid once;
+  ``image`` step. Made from ``fresh`` the first time a scenario needs it (only
+  when the test before it failed: a passing tier goes from state to state live)
+  and kept as an internal snapshot of the VM's disk, so the slow part (apt, the
+  build) is paid at most once more; taking it costs a shutdown and a boot, which
+  a passing tier does not pay;
 - ``deployed``: ``image-ready`` plus a ``deploy`` with the defaults, live (never
   a snapshot: booting it would be a reboot, which scenarios test on purpose).
 
@@ -23,6 +26,7 @@ Every check goes around xcatfab: plain OpenSSH (:meth:`VmLab.ssh`), ``ip -j``,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shlex
@@ -57,8 +61,12 @@ class Scenarios:
     def fab(self, vm: str, *args: str, env=None, timeout: float = 900) -> subprocess.CompletedProcess:
         """``fab -H vm ARGS --inventory <the VM lab's>``, its recap ending in connection/command counts."""
         self.live.pop(vm, None)
-        return fabrun.fab("-H", vm, *args, "--inventory", str(self.lab.inventory), env=env, counts=True,
+        started = time.monotonic()
+        proc = fabrun.fab("-H", vm, *args, "--inventory", str(self.lab.inventory), env=env, counts=True,
                           timeout=timeout)
+        print(f"[vmlab] {vm} fab {' '.join(args)}: {time.monotonic() - started:.1f}s, exit {proc.returncode}",
+              flush=True)
+        return proc
 
     def fab_ok(self, vm: str, *args: str, env=None, timeout: float = 900) -> subprocess.CompletedProcess:
         """:meth:`fab` that must succeed with no failed step."""
@@ -145,10 +153,32 @@ class Scenarios:
         assert self.holders(vm) in (["eth0"], ["mydocker0"]), self.addresses(vm)
         assert len(self.default_routes(vm)) == 1, self.default_routes(vm)
 
-    def dpkg_running(self, vm: str) -> bool:
-        """Whether dpkg runs on the VM right now."""
-        proc = self.ssh(vm, "pgrep -x dpkg", check=False, timeout=30, options=("-o", "ConnectTimeout=5"))
-        return proc.returncode == 0
+    @contextlib.contextmanager
+    def watch(self, vm: str, condition: str):
+        """A callable telling whether the shell ``condition`` has held on the VM (``pgrep -x dpkg``).
+
+        The VM polls it itself (every 0.2 s) in one SSH session opened here: a new SSH
+        connection every 0.2 s would take the guest's CPU (key exchange under TCG) from the
+        very work the condition waits for.
+        """
+        proc = subprocess.Popen(["ssh", "-F", str(self.lab.ssh_config), "-o", "ServerAliveInterval=5", "-l", "root",
+                                 vm, f"until {condition}; do sleep 0.2; done; echo met"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                text=True)
+        seen: list[str] = []
+
+        def met() -> bool:
+            if not seen and proc.poll() is not None:
+                seen.append(proc.stdout.read().strip())
+            return seen == ["met"]
+
+        try:
+            yield met
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+            proc.wait(30)
+            proc.stdout.close()
 
     # -- independent checks
     def ssh(self, vm: str, cmd: str, **kw) -> subprocess.CompletedProcess:

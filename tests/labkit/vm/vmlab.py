@@ -145,10 +145,13 @@ class VmLab:
     def boot(self, name: str, wait: bool = True, timeout: float = BOOT_TIMEOUT) -> int:
         """Power the VM on from its overlay (as it was left); unless ``wait=False``, wait for SSH and
         for systemd to finish starting up (:meth:`settle`)."""
+        started = time.monotonic()
         pid = qemu.start(self.host(name), self.base, self.accel)
         if wait:
             self.wait_ssh(name, timeout)
-            self.settle(name, timeout)
+            answered = time.monotonic()
+            state = self.settle(name, timeout)
+            self._time(name, "boot", ssh=answered - started, settled=time.monotonic() - started, state=state)
         return pid
 
     def settle(self, name: str, timeout: float = BOOT_TIMEOUT) -> str:
@@ -188,6 +191,7 @@ class VmLab:
         boot and for systemd to settle; return the new boot id."""
         old = self.boot_id(name)
         pid = self.pid(name)
+        started = time.monotonic()
         # The connection may drop before ssh sees the exit status: that is the reboot working.
         self.ssh(name, "systemctl reboot", check=False, timeout=30)
         try:
@@ -195,13 +199,23 @@ class VmLab:
         except LabError as exc:
             raise LabError(f"{exc}; the guest never reset after systemctl reboot; console of {name}:\n"
                            f"{self.console_tail(name)}") from None
+        down = time.monotonic()
         self.boot(name, wait=False)
         try:
             boot = self.wait_ssh(name, timeout, not_boot_id=old)
         except LabError as exc:
             raise LabError(f"{exc}\n{self.post_mortem(name)}") from None
-        self.settle(name, timeout)
+        answered = time.monotonic()
+        state = self.settle(name, timeout)
+        self._time(name, "reboot", shutdown=down - started, ssh=answered - down,
+                   settled=time.monotonic() - down, state=state)
         return boot
+
+    def _time(self, name: str, what: str, **parts) -> None:
+        """Print where a power operation's time went (``[vmlab] vm1 reboot: shutdown 12.0s ...``):
+        pytest shows it for a failed test, and with ``-rP`` for every test."""
+        text = ", ".join(f"{k} {v:.1f}s" if isinstance(v, float) else f"{k} {v}" for k, v in parts.items())
+        print(f"[vmlab] {name} {what}: {text}", flush=True)
 
     def post_mortem(self, name: str) -> str:
         """After a boot that never answered SSH: power-cycle the VM and return what that boot's
@@ -220,8 +234,10 @@ class VmLab:
         """``systemctl poweroff`` on the VM and wait until its QEMU has exited."""
         if self.pid(name) is None:
             return
+        started = time.monotonic()
         self.ssh(name, "systemctl poweroff", check=False, timeout=30)
         qemu.wait_powered_off(self.host(name), timeout)
+        self._time(name, "poweroff", shutdown=time.monotonic() - started)
 
     # -- disks
     def _powered_off(self, name: str, what: str) -> VmHost:
