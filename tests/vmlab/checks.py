@@ -14,8 +14,8 @@ def process_dead(pid: int) -> bool:
         return True
 
 
-def qemu_cmdlines() -> list[str]:
-    """Command lines of every live QEMU on the machine."""
+def live_cmdlines() -> list[str]:
+    """Command lines of every live process on the machine (as ``ps`` shows them: argv joined by blanks)."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or process_dead(int(entry)):
@@ -25,6 +25,11 @@ def qemu_cmdlines() -> list[str]:
                 raw = fh.read()
         except OSError:
             continue
-        if b"qemu-system" in raw.split(b"\0")[0]:
-            found.append(raw.replace(b"\0", b" ").decode(errors="replace"))
+        if raw:
+            found.append(raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace"))
     return found
+
+
+def qemu_cmdlines() -> list[str]:
+    """Command lines of every live QEMU on the machine."""
+    return [c for c in live_cmdlines() if "qemu-system" in c.split(" ", 1)[0]]

@@ -120,8 +120,8 @@ def vm_ssh(vmlab):
 
     def run(vm: str, cmd: str, user: str = "root", check: bool = True, input: str | None = None,
             timeout: float = 120, options: tuple = ()) -> subprocess.CompletedProcess:
-        argv = ["ssh", "-F", str(vmlab.ssh_config), *options, "-l", user, vm, cmd]
-        proc = subprocess.run(argv, capture_output=True, text=True, input=input, timeout=timeout)
+        proc = subprocess.run(vmlab.ssh_argv(vm, cmd, user, options), capture_output=True, text=True,
+                              input=input, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"ssh {user}@{vm} {cmd!r} exited {proc.returncode}\n"
                                  f"stdout: {proc.stdout}\nstderr: {proc.stderr}\n"

@@ -161,8 +161,7 @@ class Scenarios:
         connection every 0.2 s would take the guest's CPU (key exchange under TCG) from the
         very work the condition waits for.
         """
-        proc = subprocess.Popen(["ssh", "-F", str(self.lab.ssh_config), "-o", "ServerAliveInterval=5", "-l", "root",
-                                 vm, f"until {condition}; do sleep 0.2; done; echo met"],
+        proc = subprocess.Popen(self.lab.ssh_argv(vm, f"until {condition}; do sleep 0.2; done; echo met"),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                 text=True)
         seen: list[str] = []

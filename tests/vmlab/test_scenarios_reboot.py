@@ -41,6 +41,8 @@ BRIDGE_REBOOTS = 5
 #: Live states after which the VM's eth0 has its address from its own netplan file and
 #: xcatfab's bridge is gone (docker.io and the image still there).
 NO_BRIDGE = ("network-restored", "rolled-back")
+#: Separates the parts of one check's output.
+SECTION = "----xcatfab-vmlab-section----"
 
 
 def _deploy(s, mode: str, *extra: str, env=None):
@@ -76,7 +78,13 @@ def _container_is_right(s, vmlab, mode: str) -> None:
     """The container runs with its static address, its /etc/hosts and resolv.conf, and xcatd answers."""
     host = vmlab.host(VM)
     _wait_for(lambda: s.container(VM).get("State", {}).get("Running", False), 120, "the container running")
-    inside = json.loads(s.ssh(VM, "docker exec xcatmn ip -j -4 addr show").stdout)
+    # One session: the container's addresses (in its network namespace), its /etc/hosts and
+    # resolv.conf (through its root), without three `docker exec` (each a runc start under TCG).
+    pid = s.container(VM)["State"]["Pid"]
+    addr, hosts, resolv = s.ssh(VM, f"nsenter -t {pid} -n ip -j -4 addr show; echo {SECTION}; "
+                                     f"cat /proc/{pid}/root/etc/hosts; echo {SECTION}; "
+                                     f"cat /proc/{pid}/root/etc/resolv.conf").stdout.split(f"{SECTION}\n")
+    inside = json.loads(addr)
     assert host.container_ip in [a["local"] for link in inside for a in link.get("addr_info", [])]
     if mode == "netns":
         assert s.ssh(VM, "systemctl is-active xcatfab-netns@xcatmn.service").stdout.strip() == "active"
@@ -84,9 +92,7 @@ def _container_is_right(s, vmlab, mode: str) -> None:
         assert s.ssh(VM, "systemctl is-enabled xcatfab-macvlan-shim.service").stdout.strip() == "enabled"
         shim = json.loads(s.ssh(VM, "ip -j -4 addr show").stdout)
         assert host.shim_ip in [a["local"] for link in shim for a in link.get("addr_info", [])], shim
-    hosts = s.ssh(VM, "docker exec xcatmn cat /etc/hosts").stdout
     assert re.search(rf"^{re.escape(host.container_ip)}\s+xcatmn\.cluster xcatmn$", hosts, re.M), hosts
-    resolv = s.ssh(VM, "docker exec xcatmn cat /etc/resolv.conf").stdout
     assert re.search(r"^nameserver 198\.18\.64\.1$", resolv, re.M), resolv
     assert "xcatd" in s.xcatd_answers(VM)
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from . import net, qemu, repo, seed
+from . import net, qemu, repo, seed, sshmux
 from ._shared import (
     REPO_SUITE,
     LabError,
@@ -202,6 +202,7 @@ def vmlab_down(log: Callable[[str], None] = print) -> None:
     started = time.monotonic()
     state = state_dir()
     hosts = [make_host(p.name, state) for p in sorted(state.glob("vm*")) if p.is_dir() and p.name[2:].isdigit()]
+    sshmux.close_all(state)
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
         list(pool.map(lambda h: qemu.stop(h, timeout=10), hosts))
     for pid in _lab_qemus(state):  # a QEMU whose pidfile was lost: still ours by its command line

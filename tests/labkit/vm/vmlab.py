@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from . import qemu, seed
+from . import qemu, seed, sshmux
 from ._shared import LabError, _tcp_banner, _wait_for
 from .base import BaseImage
 from .config import ADMIN_USER, BASE_TARBALL_URL_PATH, VmHost, make_host, repo_url
@@ -112,7 +112,7 @@ class VmLab:
     def ssh(self, name: str, cmd: str, user: str = "root", check: bool = True, timeout: float = 120,
             input: Optional[str] = None, options: tuple = ()) -> subprocess.CompletedProcess:
         """Run ``cmd`` on the VM with plain OpenSSH and the lab's ssh_config (strict host keys)."""
-        argv = ["ssh", "-F", str(self.ssh_config), *options, "-l", user, name, cmd]
+        argv = self.ssh_argv(name, cmd, user, options)
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, input=input, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
@@ -121,6 +121,12 @@ class VmLab:
             raise LabError(f"ssh {user}@{name} {cmd!r} exited {proc.returncode}\n"
                            f"stdout: {proc.stdout}\nstderr: {proc.stderr}")
         return proc
+
+    def ssh_argv(self, name: str, cmd: str, user: str = "root", options: tuple = ()) -> list[str]:
+        """``ssh -F <ssh_config> ... -l user name cmd``, sent over the VM's master connection
+        (:mod:`.sshmux`; ``options`` come first, so they win)."""
+        return ["ssh", "-F", str(self.ssh_config), *options, *sshmux.options(self.state_dir, name, user),
+                "-l", user, name, cmd]
 
     def _answers(self, name: str) -> Optional[str]:
         """The VM's boot id when SSH answers right now, else None."""
@@ -146,6 +152,7 @@ class VmLab:
         """Power the VM on from its overlay (as it was left); unless ``wait=False``, wait for SSH and
         for systemd to finish starting up (:meth:`settle`)."""
         started = time.monotonic()
+        sshmux.close(self.state_dir, name)  # a master of the VM's last boot is dead
         pid = qemu.start(self.host(name), self.base, self.accel)
         if wait:
             self.wait_ssh(name, timeout)
@@ -183,7 +190,10 @@ class VmLab:
 
     def kill(self, name: str) -> int:
         """Power loss: SIGKILL the VM's QEMU; return the pid killed."""
-        return qemu.kill(self.host(name))
+        try:
+            return qemu.kill(self.host(name))
+        finally:
+            sshmux.close(self.state_dir, name)
 
     def reboot(self, name: str, timeout: float = BOOT_TIMEOUT) -> str:
         """``systemctl reboot`` on the VM: the guest shuts down and resets, which ends its QEMU
@@ -194,6 +204,7 @@ class VmLab:
         started = time.monotonic()
         # The connection may drop before ssh sees the exit status: that is the reboot working.
         self.ssh(name, "systemctl reboot", check=False, timeout=30)
+        sshmux.close(self.state_dir, name)
         try:
             qemu.wait_powered_off(self.host(name), SHUTDOWN_TIMEOUT, pid)
         except LabError as exc:
@@ -236,6 +247,7 @@ class VmLab:
             return
         started = time.monotonic()
         self.ssh(name, "systemctl poweroff", check=False, timeout=30)
+        sshmux.close(self.state_dir, name)
         qemu.wait_powered_off(self.host(name), timeout)
         self._time(name, "poweroff", shutdown=time.monotonic() - started)
 
