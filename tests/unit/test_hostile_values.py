@@ -829,6 +829,7 @@ def r_unit(v: Variant) -> list:
     text = render("host/xcatfab-netns@.service.j2", state_dir=v.cfg.state_dir)
     return [File("xcatfab-netns@.service", "host/xcatfab-netns@.service.j2", "unit", text,
                  {"argv": ["/bin/sh", f"{v.cfg.state_dir}/netns-watch-{v.cfg.container_name}.sh"],
+                  "pre_argv": ["/bin/sh", f"{v.cfg.state_dir}/netns-attach-{v.cfg.container_name}.sh"],
                   "instance": v.cfg.container_name})]
 
 
@@ -1279,6 +1280,11 @@ def check_unit(case: File, v: Variant) -> None:
     exec_start = unit["Service"]["ExecStart"]
     argv = systemd_words(systemd_specifiers(exec_start, case.expect["instance"]))
     assert argv == case.expect["argv"]
+    if "pre_argv" in case.expect:  # "-": its failure does not fail the unit
+        pre = unit["Service"]["ExecStartPre"].removeprefix("-")
+        assert systemd_words(systemd_specifiers(pre, case.expect["instance"])) == case.expect["pre_argv"]
+    else:
+        assert "ExecStartPre" not in unit["Service"]
 
 
 def systemd_specifiers(text: str, instance: str) -> str:

@@ -138,6 +138,9 @@ def test_systemd_unit_is_well_formed():
     unit = configparser.ConfigParser(interpolation=None)
     unit.read_string(text)
     assert unit["Service"]["ExecStart"] == "/bin/sh /var/lib/xcatfab/netns-watch-%i.sh"
+    # The first attach is part of the start (systemd settled means the address is there);
+    # its failure does not fail the unit: the watcher retries.
+    assert unit["Service"]["ExecStartPre"] == "-/bin/sh /var/lib/xcatfab/netns-attach-%i.sh"
     assert unit["Service"]["Restart"] == "always" and "docker.service" in unit["Unit"]["After"]
 
 
