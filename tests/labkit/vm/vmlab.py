@@ -5,7 +5,8 @@ VM's QEMU), :meth:`VmLab.boot` (power on from its overlay), :meth:`VmLab.wait_ss
 :meth:`VmLab.reboot` (``systemctl reboot``, power on again, then a new boot id),
 :meth:`VmLab.shutdown` (``systemctl poweroff``), and :meth:`VmLab.snapshot` /
 :meth:`VmLab.restore` of a powered-off VM's disk (internal qcow2 snapshots).
-Checks go through plain OpenSSH with the lab's ssh_config (host keys checked).
+Checks go through plain OpenSSH with the lab's ssh_config (host keys checked), one
+master connection per VM and user (:mod:`.sshmux`).
 """
 
 from __future__ import annotations
