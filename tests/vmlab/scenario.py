@@ -64,6 +64,8 @@ class Scenarios:
         started = time.monotonic()
         proc = fabrun.fab("-H", vm, *args, "--inventory", str(self.lab.inventory), env=env, counts=True,
                           timeout=timeout)
+        if proc.returncode != 0:  # it may have cut the VM off (a rollback, a power loss)
+            self.lab.disconnect(vm)
         print(f"[vmlab] {vm} fab {' '.join(args)}: {time.monotonic() - started:.1f}s, exit {proc.returncode}",
               flush=True)
         return proc

@@ -8,10 +8,12 @@ user. It is still plain OpenSSH with the lab's ssh_config: the master checked
 the VM's host key against the lab's known_hosts when it connected. A test that
 checks the host key itself makes its own connection, without these options.
 
-A master lives as long as its VM's boot: :func:`close` ends it whenever the VM
-loses power or reboots (a master on a VM killed by SIGKILL would hang every
-session sent to it), and ``vmlab.down`` ends them all. ``ControlPersist`` is
-the backstop: an idle master exits on its own.
+A master lives at most as long as its VM's boot: :meth:`VmLab.disconnect` ends
+it whenever the VM loses power, reboots or boots (a master on a VM killed by
+SIGKILL would hang every session sent to it) and after a `fab` run that failed
+(it may have cut the VM off: a rollback, a firewall), and ``vmlab.down`` ends
+them all. Keepalives end a master whose VM stopped answering within about 15 s;
+``ControlPersist`` ends an idle one.
 """
 
 from __future__ import annotations

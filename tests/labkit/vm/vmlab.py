@@ -129,6 +129,12 @@ class VmLab:
         return ["ssh", "-F", str(self.ssh_config), *options, *sshmux.options(self.state_dir, name, user),
                 "-l", user, name, cmd]
 
+    def disconnect(self, name: str) -> None:
+        """End the VM's master connections (the next session opens a new one): whenever the VM
+        loses power, reboots or boots, or a test may have cut it off (a hung master would make
+        every session wait for its keepalives to give up)."""
+        sshmux.close(self.state_dir, name)
+
     def _answers(self, name: str) -> Optional[str]:
         """The VM's boot id when SSH answers right now, else None."""
         if not _tcp_banner(self.host(name).ip, 22, timeout=3).startswith("SSH-"):
@@ -153,7 +159,7 @@ class VmLab:
         """Power the VM on from its overlay (as it was left); unless ``wait=False``, wait for SSH and
         for systemd to finish starting up (:meth:`settle`)."""
         started = time.monotonic()
-        sshmux.close(self.state_dir, name)  # a master of the VM's last boot is dead
+        self.disconnect(name)  # a master of the VM's last boot is dead
         pid = qemu.start(self.host(name), self.base, self.accel)
         if wait:
             self.wait_ssh(name, timeout)
@@ -194,7 +200,7 @@ class VmLab:
         try:
             return qemu.kill(self.host(name))
         finally:
-            sshmux.close(self.state_dir, name)
+            self.disconnect(name)
 
     def reboot(self, name: str, timeout: float = BOOT_TIMEOUT) -> str:
         """``systemctl reboot`` on the VM: the guest shuts down and resets, which ends its QEMU
@@ -205,7 +211,7 @@ class VmLab:
         started = time.monotonic()
         # The connection may drop before ssh sees the exit status: that is the reboot working.
         self.ssh(name, "systemctl reboot", check=False, timeout=30)
-        sshmux.close(self.state_dir, name)
+        self.disconnect(name)
         try:
             qemu.wait_powered_off(self.host(name), SHUTDOWN_TIMEOUT, pid)
         except LabError as exc:
@@ -248,7 +254,7 @@ class VmLab:
             return
         started = time.monotonic()
         self.ssh(name, "systemctl poweroff", check=False, timeout=30)
-        sshmux.close(self.state_dir, name)
+        self.disconnect(name)
         qemu.wait_powered_off(self.host(name), timeout)
         self._time(name, "poweroff", shutdown=time.monotonic() - started)
 
