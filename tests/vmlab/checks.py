@@ -28,8 +28,3 @@ def live_cmdlines() -> list[str]:
         if raw:
             found.append(raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace"))
     return found
-
-
-def qemu_cmdlines() -> list[str]:
-    """Command lines of every live QEMU on the machine."""
-    return [c for c in live_cmdlines() if "qemu-system" in c.split(" ", 1)[0]]

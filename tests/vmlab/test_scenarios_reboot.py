@@ -80,10 +80,10 @@ def _container_is_right(s, vmlab, mode: str) -> None:
     _wait_for(lambda: s.container(VM).get("State", {}).get("Running", False), 120, "the container running")
     # One session: the container's addresses (in its network namespace), its /etc/hosts and
     # resolv.conf (through its root), without three `docker exec` (each a runc start under TCG).
-    pid = s.container(VM)["State"]["Pid"]
-    addr, hosts, resolv = s.ssh(VM, f"nsenter -t {pid} -n ip -j -4 addr show; echo {SECTION}; "
-                                     f"cat /proc/{pid}/root/etc/hosts; echo {SECTION}; "
-                                     f"cat /proc/{pid}/root/etc/resolv.conf").stdout.split(f"{SECTION}\n")
+    addr, hosts, resolv = s.ssh(VM, "pid=$(docker inspect --format '{{.State.Pid}}' xcatmn) && "
+                                    f"nsenter -t \"$pid\" -n ip -j -4 addr show && echo {SECTION} && "
+                                    f"cat \"/proc/$pid/root/etc/hosts\" && echo {SECTION} && "
+                                    "cat \"/proc/$pid/root/etc/resolv.conf\"").stdout.split(f"{SECTION}\n")
     inside = json.loads(addr)
     assert host.container_ip in [a["local"] for link in inside for a in link.get("addr_info", [])]
     if mode == "netns":

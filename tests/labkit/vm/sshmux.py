@@ -37,20 +37,24 @@ def options(state: Path, name: str, user: str) -> list[str]:
             "-o", f"ControlPersist={PERSIST_SECONDS}", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
 
 
+def _exit(socket: Path) -> None:
+    """End the master listening on ``socket`` (``ssh -O exit``); its sessions end with it."""
+    subprocess.run(["ssh", "-o", f"ControlPath={socket}", "-O", "exit", "master"],
+                   capture_output=True, timeout=10, check=False)
+    socket.unlink(missing_ok=True)
+
+
 def close(state: Path, name: str) -> None:
-    """End every master of ``name`` (``ssh -O exit``); its sessions end with it."""
+    """End every master of ``name``."""
     sockets = _dir(state)
-    if not sockets.is_dir():
-        return
-    for socket in sorted(sockets.glob(f"{name}-*")):
-        subprocess.run(["ssh", "-o", f"ControlPath={socket}", "-O", "exit", name],
-                       capture_output=True, timeout=10, check=False)
-        socket.unlink(missing_ok=True)
+    if sockets.is_dir():
+        for socket in sorted(sockets.glob(f"{name}-*")):
+            _exit(socket)
 
 
 def close_all(state: Path) -> None:
     """End every master of the lab (``vmlab.down``)."""
     sockets = _dir(state)
     if sockets.is_dir():
-        for name in sorted({s.name.rsplit("-", 1)[0] for s in sockets.iterdir()}):
-            close(state, name)
+        for socket in sorted(sockets.iterdir()):
+            _exit(socket)
